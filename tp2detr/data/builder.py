@@ -1,0 +1,81 @@
+"""Building the protocol, the samples and the datasets from the composed config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+from tp2detr.data.annotations import FeatureInfo, load_annotations, load_feature_info
+from tp2detr.data.dataset import ProposalDataset, filter_missing
+from tp2detr.data.protocol import ProtocolSettings, ZeroShotProtocol, build_protocol
+from tp2detr.data.samples import Sample, build_samples
+from tp2detr.data.splits import load_split
+
+
+@dataclass
+class DataBundle:
+    """Everything the protocol defines for one dataset × split."""
+
+    protocol: ZeroShotProtocol
+    feature_info: dict[str, FeatureInfo]
+    train_samples: list[Sample]
+    eval_samples: list[Sample]
+
+
+def protocol_settings(dataset: DictConfig) -> ProtocolSettings:
+    """The ``dataset`` config group → :class:`ProtocolSettings`."""
+    return ProtocolSettings(
+        train_subset=str(dataset.train_subset),
+        eval_subset=str(dataset.eval_subset),
+        exclude_videos=tuple(dataset.get("exclude_videos") or ()),
+        ignore_labels=tuple(dataset.get("ignore_labels") or ()),
+        min_instance_seconds=dataset.get("min_instance_seconds"),
+        keep_eval_videos_without_gt=bool(dataset.keep_eval_videos_without_gt),
+    )
+
+
+def load_data(cfg: DictConfig) -> DataBundle:
+    """Read annotations, feature info and the split; apply the protocol; build the samples."""
+    ds = cfg.dataset
+    annotations = load_annotations(ds.annotations)
+    feature_info = load_feature_info(ds.feature_info)
+    split = load_split(ds.splits_dir, str(cfg.split.setting), int(cfg.split.id), annotations.classes)
+    protocol = build_protocol(annotations, feature_info, split, protocol_settings(ds))
+    train = build_samples(protocol.train_videos, ds.windowing, training=True)
+    evaluation = build_samples(protocol.eval_videos, ds.windowing, training=False)
+    return DataBundle(protocol, feature_info, train, evaluation)
+
+
+def build_dataset(cfg: DictConfig, bundle: DataBundle, training: bool) -> ProposalDataset:
+    """Open the feature store and wrap the training or evaluation samples in a dataset."""
+    from tp2detr.data.features import open_feature_store
+
+    ds = cfg.dataset
+    store = open_feature_store(str(ds.features.format), str(ds.features.path))
+    samples = bundle.train_samples if training else bundle.eval_samples
+    samples = filter_missing(samples, store, str(cfg.data.on_missing))
+    lengths = {vid: info.snippet_length for vid, info in bundle.feature_info.items()}
+    return ProposalDataset(
+        samples,
+        store,
+        expected_lengths=lengths,
+        feature_dim=int(ds.features.dim),
+        length_tolerance=int(ds.features.get("length_tolerance", 2)),
+        resize=ds.windowing.mode == "resize",
+    )
+
+
+def dataset_statistics(bundle: DataBundle) -> dict[str, Any]:
+    """The counts that FACTS §5.6 pins (and a few more)."""
+    gt = bundle.protocol.eval_ground_truth
+    return {
+        "train_windows": len(bundle.train_samples),
+        "train_instances": int(sum(len(s.segments) for s in bundle.train_samples)),
+        "train_videos": len({s.video_id for s in bundle.train_samples}),
+        "eval_videos": len(gt),
+        "eval_instances": int(sum(len(v) for v in gt.values())),
+        "test_windows": len(bundle.eval_samples),
+        "test_videos": len(bundle.protocol.eval_videos),
+    }

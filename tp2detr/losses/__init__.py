@@ -1,0 +1,39 @@
+"""Segment geometry, Hungarian matching and the training criterion of TP²-DETR (paper §3.3)."""
+
+from __future__ import annotations
+
+from tp2detr.losses.criterion import (
+    SALIENT_HEADS,
+    SALIENT_LOSS_FORMS,
+    LossOutput,
+    SetCriterion,
+    weighted_total,
+)
+from tp2detr.losses.focal import focal_match_cost, sigmoid_focal_loss
+from tp2detr.losses.matcher import HungarianMatcher, MatchIndices
+from tp2detr.losses.segments import (
+    clamp_unit,
+    cw_to_se,
+    pairwise_segment_iou,
+    se_to_cw,
+    segment_iou,
+    segment_length,
+)
+
+__all__ = [
+    "SALIENT_HEADS",
+    "SALIENT_LOSS_FORMS",
+    "HungarianMatcher",
+    "LossOutput",
+    "MatchIndices",
+    "SetCriterion",
+    "clamp_unit",
+    "cw_to_se",
+    "focal_match_cost",
+    "pairwise_segment_iou",
+    "se_to_cw",
+    "segment_iou",
+    "segment_length",
+    "sigmoid_focal_loss",
+    "weighted_total",
+]
