@@ -1,0 +1,151 @@
+"""Hungarian (bipartite) matching of predicted proposals to ground-truth segments (paper eqs. 12-13).
+
+Cost of assigning query i to ground truth j (FACTS §4, the released ``models/matcher.py``)::
+
+    C[i, j] = cost_l1 · |c_i − c_j| + |w_i − w_j|          (cdist, p = 1, on (center, width))
+            + cost_iou · (−IoU(clamp(pred_i), clamp(gt_j)))   (plain IoU of (start, end) in [0, 1])
+            + cost_focal · focal_cost(actionness_i)          (same for every j: one class)
+
+with ``focal_cost`` from :func:`tp2detr.losses.focal.focal_match_cost`. The cost matrix of the whole
+batch is computed in one go, moved to the CPU and split per item; each item is then solved with
+scipy's ``linear_sum_assignment``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from tp2detr.losses.focal import focal_match_cost
+from tp2detr.losses.segments import clamp_unit, cw_to_se, pairwise_segment_iou
+
+#: One item's assignment: (query indices [K], ground-truth indices [K]), int64, K = min(Q, G).
+MatchIndices = tuple[Tensor, Tensor]
+
+
+def _check_targets(targets: Sequence[Tensor], batch_size: int) -> None:
+    if len(targets) != batch_size:
+        raise ValueError(
+            f"targets: expected one segment tensor per batch item ({batch_size}), found {len(targets)}"
+        )
+    for index, segments in enumerate(targets):
+        if segments.dim() != 2 or segments.shape[1] != 2:
+            raise ValueError(
+                f"targets[{index}]: expected segments of shape [G, 2] as (center, width), "
+                f"found shape {tuple(segments.shape)}"
+            )
+
+
+class HungarianMatcher:
+    """One-to-one assignment of Q predictions to G ground-truth segments per batch item.
+
+    Args:
+        cost_l1: weight α_L1 of the L1 distance on (center, width) (paper and code: 5).
+        cost_iou: weight α_IoU of the negative plain IoU (2).
+        cost_focal: weight β of the focal actionness cost (2).
+        alpha, gamma: focal-cost parameters (0.25, 2; hard-coded in the released matcher).
+    """
+
+    def __init__(
+        self,
+        cost_l1: float = 5.0,
+        cost_iou: float = 2.0,
+        cost_focal: float = 2.0,
+        alpha: float = 0.25,
+        gamma: float = 2.0,
+    ) -> None:
+        for name, value in (("cost_l1", cost_l1), ("cost_iou", cost_iou), ("cost_focal", cost_focal)):
+            if value < 0:
+                raise ValueError(f"HungarianMatcher.{name}: expected a weight >= 0, found {value}")
+        if cost_l1 == 0 and cost_iou == 0 and cost_focal == 0:
+            raise ValueError("HungarianMatcher: all cost weights are 0; expected at least one > 0")
+        self.cost_l1 = float(cost_l1)
+        self.cost_iou = float(cost_iou)
+        self.cost_focal = float(cost_focal)
+        self.alpha = float(alpha)
+        self.gamma = float(gamma)
+        # Validate the focal parameters now rather than at the first batch.
+        focal_match_cost(torch.zeros(1), self.alpha, self.gamma)
+
+    def __repr__(self) -> str:
+        return (
+            f"HungarianMatcher(cost_l1={self.cost_l1}, cost_iou={self.cost_iou}, "
+            f"cost_focal={self.cost_focal}, alpha={self.alpha}, gamma={self.gamma})"
+        )
+
+    @torch.no_grad()
+    def cost_matrices(
+        self, pred_boxes: Tensor, pred_logits: Tensor, targets: Sequence[Tensor]
+    ) -> list[Tensor]:
+        """The matching cost of every (query, ground truth) pair, per batch item.
+
+        Args:
+            pred_boxes: ``[B, Q, 2]`` predicted (center, width), normalised.
+            pred_logits: ``[B, Q]`` actionness logits.
+            targets: B tensors ``[G_b, 2]`` of ground-truth (center, width), normalised.
+
+        Returns:
+            B CPU float tensors ``[Q, G_b]`` (``[Q, 0]`` for an item without ground truth).
+        """
+        if pred_boxes.dim() != 3 or pred_boxes.shape[-1] != 2:
+            raise ValueError(
+                f"pred_boxes: expected shape [B, Q, 2], found {tuple(pred_boxes.shape)}"
+            )
+        batch_size, num_queries = pred_boxes.shape[:2]
+        if pred_logits.shape != (batch_size, num_queries):
+            raise ValueError(
+                f"pred_logits: expected shape {(batch_size, num_queries)} to match pred_boxes, "
+                f"found {tuple(pred_logits.shape)}"
+            )
+        _check_targets(targets, batch_size)
+        sizes = [len(segments) for segments in targets]
+        if sum(sizes) == 0:
+            empty = pred_boxes.new_zeros((num_queries, 0)).cpu()
+            return [empty.clone() for _ in sizes]
+
+        dtype = torch.promote_types(pred_boxes.dtype, torch.float32)  # no half-precision costs
+        boxes = pred_boxes.flatten(0, 1).to(dtype)  # [B·Q, 2]
+        gt = torch.cat(list(targets), dim=0).to(boxes)  # [ΣG, 2]
+        cost = self.cost_l1 * torch.cdist(boxes, gt, p=1)
+        cost = cost - self.cost_iou * pairwise_segment_iou(
+            clamp_unit(cw_to_se(boxes)), clamp_unit(cw_to_se(gt))
+        )
+        focal = focal_match_cost(pred_logits.flatten().to(dtype), self.alpha, self.gamma)
+        cost = cost + self.cost_focal * focal[:, None]
+        if not torch.isfinite(cost).all():
+            raise ValueError(
+                "HungarianMatcher: the cost matrix contains NaN or inf; expected finite "
+                "pred_boxes, pred_logits and target segments"
+            )
+        per_item = cost.view(batch_size, num_queries, -1).cpu().split(sizes, dim=-1)
+        return [item_cost[item] for item, item_cost in enumerate(per_item)]
+
+    @torch.no_grad()
+    def __call__(
+        self, pred_boxes: Tensor, pred_logits: Tensor, targets: Sequence[Tensor]
+    ) -> list[MatchIndices]:
+        """Match one decoder layer's predictions to the ground truth.
+
+        Args:
+            pred_boxes: ``[B, Q, 2]`` predicted (center, width), normalised.
+            pred_logits: ``[B, Q]`` actionness logits.
+            targets: B tensors ``[G_b, 2]`` of ground-truth (center, width), normalised.
+
+        Returns:
+            B pairs ``(pred_idx, gt_idx)`` of int64 CPU tensors of length ``min(Q, G_b)``, with
+            ``pred_idx`` ascending; both empty for an item without ground truth.
+        """
+        matches: list[MatchIndices] = []
+        for cost in self.cost_matrices(pred_boxes, pred_logits, targets):
+            if cost.shape[1] == 0:
+                empty = torch.empty(0, dtype=torch.int64)
+                matches.append((empty, empty.clone()))
+                continue
+            rows, cols = linear_sum_assignment(cost.numpy())
+            matches.append(
+                (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
+            )
+        return matches
