@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -53,17 +54,41 @@ def build_dataset(cfg: DictConfig, bundle: DataBundle, training: bool) -> Propos
     from tp2detr.data.features import open_feature_store
 
     ds = cfg.dataset
-    store = open_feature_store(str(ds.features.format), str(ds.features.path))
+    store = open_feature_store(
+        str(ds.features.format),
+        str(ds.features.path),
+        expected_dim=int(ds.features.dim),
+        expected_lengths={vid: info.snippet_length for vid, info in bundle.feature_info.items()},
+        length_tolerance=int(ds.features.get("length_tolerance", 2)),
+    )
     samples = bundle.train_samples if training else bundle.eval_samples
     samples = filter_missing(samples, store, str(cfg.data.on_missing))
-    lengths = {vid: info.snippet_length for vid, info in bundle.feature_info.items()}
-    return ProposalDataset(
-        samples,
-        store,
-        expected_lengths=lengths,
-        feature_dim=int(ds.features.dim),
-        length_tolerance=int(ds.features.get("length_tolerance", 2)),
-        resize=ds.windowing.mode == "resize",
+    return ProposalDataset(samples, store, resize=ds.windowing.mode == "resize")
+
+
+def make_synthetic_features(cfg: DictConfig, force: bool = False, progress: bool = True) -> bool:
+    """Write the semi-synthetic feature store of a dataset that has a ``synthetic`` block
+    (``thumos14_synth``, ``anet13_synth``, ``toy``) to ``dataset.features.path``, unless an
+    identical one is already there. Returns whether it wrote the file."""
+    from omegaconf import OmegaConf
+
+    from tp2detr.data.synthetic import ensure_synthetic_store
+
+    ds = cfg.dataset
+    if "synthetic" not in ds:
+        raise ValueError(
+            f"dataset={ds.name} has no 'synthetic' block; expected dataset=thumos14_synth, "
+            "anet13_synth or toy"
+        )
+    if str(ds.features.format) != "hdf5":
+        raise ValueError(f"dataset.features.format is {ds.features.format!r}, expected 'hdf5'")
+    return ensure_synthetic_store(
+        Path(str(ds.features.path)),
+        load_annotations(ds.annotations),
+        load_feature_info(ds.feature_info),
+        OmegaConf.to_container(ds.synthetic, resolve=True),
+        force=force,
+        progress=progress,
     )
 
 

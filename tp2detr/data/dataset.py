@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from tp2detr.data.samples import Sample
-from tp2detr.errors import DataFormatError, MissingDataError
+from tp2detr.errors import MissingDataError
 
 if TYPE_CHECKING:
     from tp2detr.data.features import FeatureStore
@@ -58,69 +58,32 @@ def filter_missing(
 class ProposalDataset(Dataset):
     """Reads each sample's features and builds its training targets.
 
+    The store checks every video once against the feature info (length within tolerance, feature
+    dimension) and every slice it reads for NaN/Inf (:mod:`tp2detr.data.features`).
+
     Args:
         samples: from :func:`tp2detr.data.samples.build_samples`.
-        store: the feature store.
-        expected_lengths: ``{video_id: snippet_length}`` from the feature info.
-        feature_dim: expected C.
-        length_tolerance: snippets a feature file may differ from its feature-info length.
+        store: the feature store, opened with ``expected_dim`` and ``expected_lengths``.
         resize: True for whole-video resampling (``windowing.mode == "resize"``).
     """
 
-    def __init__(
-        self,
-        samples: Sequence[Sample],
-        store: FeatureStore,
-        expected_lengths: dict[str, int],
-        feature_dim: int,
-        length_tolerance: int = 2,
-        resize: bool = False,
-    ) -> None:
+    def __init__(self, samples: Sequence[Sample], store: FeatureStore, resize: bool = False) -> None:
         self.samples = list(samples)
         self.store = store
-        self.expected_lengths = dict(expected_lengths)
-        self.feature_dim = int(feature_dim)
-        self.length_tolerance = int(length_tolerance)
         self.resize = resize
-        self._checked: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _stored_length(self, video_id: str) -> int:
-        if video_id in self._checked:
-            return self._checked[video_id]
-        found = self.store.length(video_id)
-        expected = self.expected_lengths.get(video_id)
-        if expected is not None and abs(found - expected) > self.length_tolerance:
-            raise DataFormatError(
-                f"{self.store.source}: video {video_id} has {found} feature rows, expected "
-                f"{expected} (feature_info snippet_length) ± {self.length_tolerance}"
-            )
-        self._checked[video_id] = found
-        return found
-
     def _read(self, sample: Sample) -> np.ndarray:
-        stored = self._stored_length(sample.video_id)
+        stored = self.store.length(sample.video_id)
         if self.resize:
-            feats = self.store.read(sample.video_id, 0, stored)
-        else:
-            stop = min(sample.end + 1, stored)
-            feats = self.store.read(sample.video_id, min(sample.start, stop - 1), stop)
-            short = sample.num_source_snippets - feats.shape[0]
-            if short > 0:  # feature file shorter than feature_info (within tolerance): repeat the edge
-                feats = np.concatenate([feats, np.repeat(feats[-1:], short, axis=0)], axis=0)
-        if feats.ndim != 2 or feats.shape[1] != self.feature_dim:
-            raise DataFormatError(
-                f"{self.store.source}: video {sample.video_id} features have shape "
-                f"{tuple(feats.shape)}, expected [T, {self.feature_dim}]"
-            )
-        if not np.isfinite(feats).all():
-            bad = np.argwhere(~np.isfinite(feats))[0]
-            raise DataFormatError(
-                f"{self.store.source}: video {sample.video_id} has NaN/Inf features "
-                f"(first at snippet {sample.start + int(bad[0])}, channel {int(bad[1])}); expected finite values"
-            )
+            return self.store.read(sample.video_id, 0, stored)
+        stop = min(sample.end + 1, stored)
+        feats = self.store.read(sample.video_id, min(sample.start, stop - 1), stop)
+        short = sample.num_source_snippets - feats.shape[0]
+        if short > 0:  # feature file shorter than feature_info (within tolerance): repeat the edge
+            feats = np.concatenate([feats, np.repeat(feats[-1:], short, axis=0)], axis=0)
         return feats
 
     def __getitem__(self, index: int) -> dict[str, Any]:
