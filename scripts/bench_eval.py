@@ -10,7 +10,6 @@ Usage: python scripts/bench_eval.py --out bench_eval.json [--videos 200 --propos
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
