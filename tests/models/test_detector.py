@@ -172,3 +172,19 @@ def test_tiny_model_overfits_one_toy_window(tmp_path):
     )
     assert len(sample.segments) >= 3
     assert result.ap[0] >= 0.9
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_bf16_autocast_runs_and_stays_close_to_fp32(training):
+    model = small_model("tfpn=transformer")
+    model.train(training)
+    feats, mask = _batch([40, 33], seed=3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        reference = model(feats, mask, with_salient=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.manual_seed(0)
+            low = model(feats, mask, with_salient=False)
+    if not training:  # dropout draws differ in order under autocast; compare only in eval mode
+        torch.testing.assert_close(low["boxes"].float(), reference["boxes"], atol=0.05, rtol=0.05)
+    assert torch.isfinite(low["actionness"].float()).all()

@@ -23,6 +23,9 @@ class DataBundle:
     feature_info: dict[str, FeatureInfo]
     train_samples: list[Sample]
     eval_samples: list[Sample]
+    val_samples: list[Sample] | None = None
+    val_ground_truth: dict[str, Any] | None = None
+    val_durations: dict[str, float] | None = None
 
 
 def protocol_settings(dataset: DictConfig) -> ProtocolSettings:
@@ -49,8 +52,10 @@ def load_data(cfg: DictConfig) -> DataBundle:
     return DataBundle(protocol, feature_info, train, evaluation)
 
 
-def build_dataset(cfg: DictConfig, bundle: DataBundle, training: bool) -> ProposalDataset:
-    """Open the feature store and wrap the training or evaluation samples in a dataset."""
+def build_dataset(
+    cfg: DictConfig, bundle: DataBundle, training: bool, samples: list[Sample] | None = None
+) -> ProposalDataset:
+    """Open the feature store and wrap the training or evaluation samples (or ``samples``) in a dataset."""
     from tp2detr.data.features import open_feature_store
 
     ds = cfg.dataset
@@ -61,7 +66,8 @@ def build_dataset(cfg: DictConfig, bundle: DataBundle, training: bool) -> Propos
         expected_lengths={vid: info.snippet_length for vid, info in bundle.feature_info.items()},
         length_tolerance=int(ds.features.get("length_tolerance", 2)),
     )
-    samples = bundle.train_samples if training else bundle.eval_samples
+    if samples is None:
+        samples = bundle.train_samples if training else bundle.eval_samples
     samples = filter_missing(samples, store, str(cfg.data.on_missing))
     return ProposalDataset(samples, store, resize=ds.windowing.mode == "resize")
 
@@ -89,6 +95,40 @@ def make_synthetic_features(cfg: DictConfig, force: bool = False, progress: bool
         OmegaConf.to_container(ds.synthetic, resolve=True),
         force=force,
         progress=progress,
+    )
+
+
+def hold_out_validation(bundle: DataBundle, cfg: DictConfig, fraction: float, seed: int) -> DataBundle:
+    """Move a seeded ``fraction`` of the training videos into a validation set (seen classes).
+
+    Returns a bundle whose ``train_samples`` exclude those videos and whose ``val_samples`` are
+    their evaluation-style windows (all windows, eval stride) with ``val_ground_truth`` the
+    seen-class instances — for honest model selection without looking at unseen classes.
+    """
+    import numpy as np
+
+    videos = sorted(bundle.protocol.train_videos, key=lambda v: v.video_id)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"trainer.val_fraction is {fraction}, expected 0 < fraction < 1")
+    n_val = max(1, int(round(fraction * len(videos))))
+    if n_val >= len(videos):
+        raise ValueError(
+            f"trainer.val_fraction={fraction} leaves no training video ({len(videos)} in all)"
+        )
+    order = np.random.default_rng(seed).permutation(len(videos))
+    val_videos = [videos[i] for i in sorted(order[:n_val])]
+    val_ids = {v.video_id for v in val_videos}
+    return DataBundle(
+        protocol=bundle.protocol,
+        feature_info=bundle.feature_info,
+        train_samples=[s for s in bundle.train_samples if s.video_id not in val_ids],
+        eval_samples=bundle.eval_samples,
+        val_samples=build_samples(val_videos, cfg.dataset.windowing, training=False),
+        val_ground_truth={
+            v.video_id: np.array([[i.start, i.end] for i in v.instances], dtype=np.float64)
+            for v in val_videos
+        },
+        val_durations={v.video_id: v.duration for v in val_videos},
     )
 
 

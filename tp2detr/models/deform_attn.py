@@ -103,6 +103,8 @@ def _sample_sparse(value: Tensor, index: Tensor, weight: Tensor) -> Tensor:
     """Weighted tap sum with ``embedding_bag``: no intermediate larger than the taps.
 
     value ``[N, S, M, D]``; index / weight ``[N, Lq, M, L, P, 2]`` → ``[N, Lq, M·D]``.
+    Low-precision values (bf16/fp16 under autocast) are summed in the weights' precision (fp32)
+    and the result is returned in the value's dtype.
     """
     n, s, m, d = value.shape
     lq = index.shape[1]
@@ -111,11 +113,11 @@ def _sample_sparse(value: Tensor, index: Tensor, weight: Tensor) -> Tensor:
     rows = index * m + batch_offset + head_offset  # rows of value viewed as [N·S·M, D]
     out = F.embedding_bag(
         rows.reshape(n * lq * m, -1),
-        value.reshape(n * s * m, d),
+        value.reshape(n * s * m, d).to(weight.dtype),
         mode="sum",
         per_sample_weights=weight.reshape(n * lq * m, -1),
     )
-    return out.view(n, lq, m * d)
+    return out.view(n, lq, m * d).to(value.dtype)
 
 
 def _sample_dense(value: Tensor, index: Tensor, weight: Tensor) -> Tensor:

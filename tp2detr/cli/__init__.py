@@ -1,0 +1,1 @@
+"""Command-line entry points (Hydra apps): ``train.py`` / ``tp2detr-train`` and ``eval.py`` / ``tp2detr-eval``."""

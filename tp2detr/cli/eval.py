@@ -1,0 +1,381 @@
+"""``python eval.py`` (console script ``tp2detr-eval``): evaluate a checkpoint or a results file.
+
+    python eval.py ckpt=outputs/.../checkpoints/last.pt
+    python eval.py ckpt=last.pt dataset.features.path=/data/thumos14_clip split.id=3 data.on_missing=skip
+    python eval.py predictions=results.json dataset=thumos14 split=50_50 split.id=3
+
+**Checkpoint mode** (``ckpt=``): the model and data are built from the config stored in the
+checkpoint; only the keys given on the command line are applied on top of it (a group choice such
+as ``dataset=thumos14`` replaces the whole group; ``~key`` deletes). Keys of ``configs/eval.yaml``
+itself (``device``, ``precision``, ``eval.*``, ``out_dir``) are settings of this command, never of
+the checkpoint. Paths under the checkpoint's repository root that do not exist here are looked up
+under this repository. The model must match the checkpoint's weights key for key (else the
+mismatched keys are listed). The protocol's evaluation windows are run through the model, the
+proposals stitched (THUMOS) and evaluated.
+
+**Predictions mode** (``predictions=``): an ActivityNet-style results file is evaluated against
+the protocol's ground truth of ``dataset`` / ``split`` (no model, no features needed).
+
+Written to ``out_dir`` (default: the Hydra run folder ``outputs/eval/<date>/<time>``):
+``predictions.json`` (checkpoint mode; every evaluation video, ActivityNet results format),
+``eval_metrics.json`` (see :func:`result_document`), ``eval_config.yaml`` (the config used), and
+Hydra's ``.hydra/`` and ``eval.log``. The Table-1 style metrics table is printed.
+
+Exit status: 0 on success; 2 on bad input (one ``error: ...`` line on stderr); Hydra's own
+errors (unknown group choice, unknown key) exit with 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tp2detr.config import CONFIG_DIR, normalise_overrides, repo_root
+from tp2detr.errors import TP2DETRError
+from tp2detr.io import atomic_open, atomic_write_json
+
+log = logging.getLogger("tp2detr.eval")
+
+#: Top-level keys of ``configs/eval.yaml`` that configure this command, not the evaluated model.
+APP_KEYS = frozenset({"ckpt", "predictions", "out_dir", "device", "precision", "eval"})
+#: Errors that mean bad input (exit status 2). ``CheckpointError`` is a ``TP2DETRError``.
+BAD_INPUT_ERRORS = (TP2DETRError, ValueError, OSError, OmegaConfBaseException)
+#: Prefixes a wrapped model adds to its state_dict keys (DDP, ``torch.compile``).
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _is_config_group(key: str) -> bool:
+    return "." not in key and (CONFIG_DIR / key).is_dir()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _delete_key(config: DictConfig, key: str) -> None:
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(config, parent_key) if parent_key else config
+    if not isinstance(parent, DictConfig) or leaf not in parent:
+        raise ValueError(f"override ~{key}: the checkpoint's config has no key {key!r}, expected an existing key")
+    del parent[leaf]
+
+
+def apply_overrides(stored: DictConfig, composed: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The checkpoint's config with the command-line ``overrides`` applied on top.
+
+    Each override's value is taken, resolved, from ``composed`` (Hydra's composition of
+    ``configs/eval.yaml`` with the same overrides), so values are parsed exactly as Hydra parses
+    them. A group choice (``dataset=toy``) replaces the whole group node; ``key=value`` /
+    ``+key=value`` / ``++key=value`` set one key; ``~key`` deletes it. Overrides of
+    :data:`APP_KEYS` and ``hydra.*`` are skipped.
+
+    Args:
+        stored: the checkpoint's resolved config.
+        composed: the command's composed config.
+        overrides: Hydra override strings, in command-line order.
+
+    Returns:
+        A new config; ``stored`` is not modified.
+
+    Raises:
+        ValueError: ``experiment=`` (a preset cannot be applied to a stored config) or ``~key``
+            of a key the checkpoint's config lacks.
+    """
+    config = OmegaConf.create(OmegaConf.to_container(stored, resolve=True))
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        top = key.split(".")[0].split("/")[0]
+        if top in APP_KEYS or top == "hydra":
+            continue
+        if key == "experiment":
+            raise ValueError(
+                "override experiment=...: a preset cannot be applied to a checkpoint's stored config; "
+                "expected single keys (e.g. split.id=3) or group choices (e.g. dataset=thumos14)"
+            )
+        if override.is_delete():
+            _delete_key(config, key)
+            continue
+        value = _plain(composed[key]) if _is_config_group(key) else _plain(OmegaConf.select(composed, key))
+        OmegaConf.update(config, key, value, merge=False, force_add=True)
+        log.info("checkpoint config: %s set from the command line", key)
+        if top == "paths":
+            log.warning(
+                "checkpoint config: %s changes that key only; the stored config holds resolved paths, so "
+                "override dataset.features.path / dataset.annotations to move the inputs",
+                key,
+            )
+    return config
+
+
+def _under(value: object, root: str) -> bool:
+    return isinstance(value, str) and (value == root or value.startswith(root + "/"))
+
+
+def rebase_paths(config: DictConfig, new_root: str) -> int:
+    """Move paths under the checkpoint's ``paths.root_dir`` that do not exist to ``new_root``.
+
+    A checkpoint stores resolved absolute paths of the machine it was trained on. Every string
+    value equal to, or below, its ``paths.root_dir`` that names nothing on this machine is
+    rewritten to the same relative path under ``new_root`` (this repository). In place.
+
+    Returns:
+        The number of values rewritten.
+    """
+    old_root = OmegaConf.select(config, "paths.root_dir")
+    if not isinstance(old_root, str) or os.path.normpath(old_root) == os.path.normpath(new_root):
+        return 0
+    old_root = old_root.rstrip("/")
+    changed = 0
+
+    def visit(node: DictConfig | ListConfig, where: str) -> None:
+        nonlocal changed
+        items = node.items() if isinstance(node, DictConfig) else enumerate(node)
+        for key, value in list(items):
+            field = f"{where}.{key}" if where else str(key)
+            if isinstance(value, (DictConfig, ListConfig)):
+                visit(value, field)
+            elif _under(value, old_root) and not os.path.exists(value):
+                node[key] = new_root.rstrip("/") + value[len(old_root) :]
+                log.info("checkpoint config: %s %s does not exist here; using %s", field, value, node[key])
+                changed += 1
+
+    visit(config, "")
+    return changed
+
+
+def unwrap_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip a prefix that every key shares and a wrapper adds (``module.``, ``_orig_mod.``)."""
+    state = dict(state_dict)
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def checkpoint_config(
+    state: Mapping[str, Any], composed: DictConfig, overrides: Sequence[str], source: str
+) -> DictConfig:
+    """The config a checkpoint is evaluated with: stored, paths rebased, overrides applied."""
+    stored = state.get("config")
+    if not isinstance(stored, Mapping):
+        raise TP2DETRError(f"{source}: field 'config' is {type(stored).__name__}, expected the run's config as a dict")
+    config = OmegaConf.create(dict(stored))
+    rebase_paths(config, repo_root())
+    return apply_overrides(config, composed, overrides)
+
+
+def result_document(
+    mode: str,
+    source: str,
+    cfg: DictConfig,
+    metrics: dict[str, Any],
+    epoch: int | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    num_windows: int | None = None,
+    inference_seconds: float | None = None,
+) -> dict[str, Any]:
+    """``eval_metrics.json``: ``{"mode": "checkpoint" | "predictions", "source": path, "dataset",
+    "split", "split_id", "epoch", "device", "precision", "num_windows", "inference_seconds",
+    "eval": METRICS}`` (see :mod:`tp2detr.engine.evaluation`)."""
+    return {
+        "mode": mode,
+        "source": source,
+        "dataset": str(cfg.dataset.name),
+        "split": str(cfg.split.setting),
+        "split_id": int(cfg.split.id),
+        "epoch": epoch,
+        "device": device,
+        "precision": precision,
+        "num_windows": num_windows,
+        "inference_seconds": inference_seconds,
+        "eval": metrics,
+    }
+
+
+def _save_config(path: Path, cfg: DictConfig) -> None:
+    with atomic_open(path, "w") as handle:
+        handle.write(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def evaluate_checkpoint(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> dict[str, Any]:
+    """Checkpoint mode (module docstring); returns the ``eval_metrics.json`` document."""
+    from torch.utils.data import DataLoader
+
+    from tp2detr.data.builder import build_dataset, load_data
+    from tp2detr.data.dataset import collate_samples
+    from tp2detr.engine.checkpoint import check_architecture, load_checkpoint
+    from tp2detr.engine.evaluation import evaluate_on_protocol
+    from tp2detr.engine.inference import (
+        autocast_dtype,
+        predict_batches,
+        select_device,
+        video_proposals,
+    )
+    from tp2detr.evaluation.results_io import write_predictions
+    from tp2detr.models.builder import build_model
+
+    path = Path(str(app.ckpt))
+    device = select_device(str(app.device))
+    amp_dtype = autocast_dtype(str(app.precision))
+    state = load_checkpoint(path)
+    cfg = checkpoint_config(state, app, overrides, str(path))
+    model = build_model(cfg)
+    weights = unwrap_state_dict(state["model"])
+    check_architecture(model, weights, source=str(path))
+    model.load_state_dict(weights)
+    model.to(device)
+    bundle = load_data(cfg)
+    dataset = build_dataset(cfg, bundle, training=False)
+    loader = DataLoader(
+        dataset,
+        batch_size=int(app.eval.batch_size),
+        shuffle=False,
+        collate_fn=partial(collate_samples, pad_multiple=model.length_multiple),
+        num_workers=int(cfg.data.num_workers),
+    )
+    log.info(
+        "%s (epoch %s): %d evaluation windows on %s, precision %s",
+        path,
+        state["epoch"],
+        len(dataset),
+        device,
+        app.precision,
+    )
+    started = time.perf_counter()
+    windows = predict_batches(model, loader, device, amp_dtype)
+    seconds = time.perf_counter() - started
+    predictions = video_proposals(
+        windows, cfg.dataset.evaluation.get("nms_threshold"), bool(app.eval.stitch_deduplicate)
+    )
+    metrics = evaluate_on_protocol(
+        predictions, bundle.protocol, cfg.dataset, breakdown=bool(app.eval.breakdown), with_ar=bool(app.eval.ar)
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(out_dir / "predictions.json", predictions)
+    _save_config(out_dir / "eval_config.yaml", cfg)
+    return result_document(
+        "checkpoint",
+        str(path),
+        cfg,
+        metrics,
+        epoch=int(state["epoch"]),
+        device=str(device),
+        precision=str(app.precision),
+        num_windows=len(windows),
+        inference_seconds=round(seconds, 3),
+    )
+
+
+def evaluate_results_file(app: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Predictions mode (module docstring); returns the ``eval_metrics.json`` document."""
+    from tp2detr.data.builder import load_data
+    from tp2detr.engine.evaluation import evaluate_on_protocol
+    from tp2detr.evaluation.results_io import load_predictions
+
+    path = Path(str(app.predictions))
+    predictions = load_predictions(path)
+    bundle = load_data(app)
+    ground_truth = bundle.protocol.eval_ground_truth
+    if predictions and not any(video in ground_truth for video in predictions):
+        log.warning(
+            "%s: none of its %d videos is an evaluation video of %s split %s/%s; every AP is 0",
+            path,
+            len(predictions),
+            app.dataset.name,
+            app.split.setting,
+            app.split.id,
+        )
+    metrics = evaluate_on_protocol(
+        predictions, bundle.protocol, app.dataset, breakdown=bool(app.eval.breakdown), with_ar=bool(app.eval.ar)
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_config(out_dir / "eval_config.yaml", app)
+    return result_document("predictions", str(path), app, metrics)
+
+
+def summary_text(document: Mapping[str, Any], out_dir: Path) -> str:
+    """The printed summary: the Table-1 style table, the AR line and the files written."""
+    from tp2detr.engine.evaluation import format_recall, format_table
+
+    label = f"{document['dataset']} {document['split']} split {document['split_id']}"
+    if document.get("epoch") is not None:
+        label += f" (epoch {document['epoch']})"
+    metrics = document["eval"]
+    lines = [format_table({label: metrics}, metrics["tiou"])]
+    recall = format_recall(metrics)
+    if recall:
+        lines.append(f"AR@AN: {recall}")
+    lines.append(
+        f"{metrics['num_videos']} videos, {metrics['num_gt']} ground-truth instances, "
+        f"{metrics['num_predictions']} proposals evaluated"
+    )
+    written = [name for name in ("predictions.json", "eval_metrics.json") if (out_dir / name).is_file()]
+    lines.append("wrote " + ", ".join(str(out_dir / name) for name in written))
+    return "\n".join(lines)
+
+
+def run(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> int:
+    """Run one evaluation; print the summary, or one ``error:`` line. Returns the exit status."""
+    try:
+        if (app.get("ckpt") is None) == (app.get("predictions") is None):
+            raise ValueError(
+                "expected exactly one of ckpt=PATH (evaluate a checkpoint) or predictions=FILE "
+                f"(evaluate a results file), found ckpt={app.get('ckpt')}, predictions={app.get('predictions')}"
+            )
+        if app.ckpt is not None:
+            document = evaluate_checkpoint(app, overrides, out_dir)
+        else:
+            document = evaluate_results_file(app, out_dir)
+        atomic_write_json(out_dir / "eval_metrics.json", document)
+    except BAD_INPUT_ERRORS as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(summary_text(document, out_dir))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``eval.py`` and the ``tp2detr-eval`` console script.
+
+    Args:
+        argv: Hydra overrides (default ``sys.argv[1:]``); split names such as ``50_50`` are quoted
+            for Hydra first (:func:`tp2detr.config.normalise_overrides`).
+
+    Returns:
+        The exit status (0 ok, 2 bad input).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    outcome: dict[str, int] = {}
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base="1.3")
+    def app(cfg: DictConfig) -> None:
+        hydra_cfg = HydraConfig.get()
+        outcome["status"] = run(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))
+
+    saved_argv = sys.argv
+    sys.argv = [saved_argv[0], *normalise_overrides(args)]
+    try:
+        app()
+    finally:
+        sys.argv = saved_argv
+    return outcome.get("status", 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""The training loop: one run of one dataset × split, written into one run folder.
+
+``Trainer(cfg, run_dir).fit()`` trains for ``optim.epochs`` epochs (AdamW groups, StepLR,
+gradient clipping), evaluates every ``trainer.eval_every`` epochs (and after the last), selects the
+reported epoch (``trainer.selection``), and writes into ``run_dir``: ``config.yaml``,
+``metrics.json``, ``predictions.json``, ``checkpoints/{last,selected}.pt`` and ``tb/``.
+
+Model selection (``trainer.selection``):
+
+* ``last`` (default, honest): the last epoch;
+* ``val``: the best epoch on a held-out part of the *training* videos (seen classes only);
+* ``test_best``: the best epoch on the evaluation set itself — what the released code reports
+  (FACTS §8); an oracle, labelled so everywhere.
+
+Exact resume: data order comes from a sampler seeded by (seed, epoch); every RNG state is in the
+checkpoint; an interruption (SIGINT/SIGTERM) saves a checkpoint with the number of steps already
+taken in the epoch, and a resumed run skips exactly those batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from tp2detr.data.builder import DataBundle, build_dataset, hold_out_validation, load_data
+from tp2detr.data.dataset import collate_samples
+from tp2detr.engine.checkpoint import check_architecture, load_checkpoint, save_checkpoint
+from tp2detr.engine.distributed import (
+    barrier,
+    broadcast_flag,
+    gather_to_all,
+    init_distributed,
+    shard,
+)
+from tp2detr.engine.evaluation import evaluate_proposals, length_bins_for
+from tp2detr.engine.inference import autocast_dtype, predict_batches, select_device, video_proposals
+from tp2detr.engine.optim import build_optimizer, build_scheduler
+from tp2detr.engine.seeding import rng_state, seed_everything, set_rng_state
+from tp2detr.evaluation import write_predictions
+from tp2detr.io import atomic_write_json
+from tp2detr.losses.builder import build_criterion
+from tp2detr.models.builder import build_model, parameter_breakdown
+from tp2detr.models.deform_attn import resolve_backend
+
+log = logging.getLogger(__name__)
+
+SELECTION_LABELS = {
+    "last": "last epoch",
+    "val": "best epoch on held-out validation videos (seen classes)",
+    "test_best": "best epoch on the TEST set (oracle, as the paper's code; not an honest estimate)",
+}
+
+
+class _SkipFirst(Sampler):
+    """Yields ``sampler``'s indices without the first ``skip`` (to resume inside an epoch)."""
+
+    def __init__(self, sampler: Sampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self) -> Iterator[int]:
+        for i, index in enumerate(self.sampler):
+            if i >= self.skip:
+                yield index
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: ``auto`` → bf16 on GPU, none (fp32) on CPU; ``fp32`` | ``bf16`` forced."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return autocast_dtype(name)
+
+
+class Trainer:
+    """Trains and evaluates one configuration; see the module docstring."""
+
+    def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.t = cfg.trainer
+        if str(self.t.selection) not in SELECTION_LABELS:
+            raise ValueError(
+                f"trainer.selection is {self.t.selection!r}, expected one of {sorted(SELECTION_LABELS)}"
+            )
+        if self.t.get("num_threads"):
+            torch.set_num_threads(int(self.t.num_threads))
+        self.device = select_device(str(self.t.device))
+        self.amp_dtype = resolve_precision(str(self.t.precision), self.device)
+        self.dist = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self._stop_requested = False
+        self._partial: dict[str, Any] | None = None  # loss sums of an interrupted epoch
+        self.writer = None
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg = self.cfg
+        seed_everything(int(cfg.seed))
+        bundle = load_data(cfg)
+        if str(self.t.selection) == "val":
+            bundle = hold_out_validation(bundle, cfg, float(self.t.val_fraction), int(cfg.seed))
+        self.bundle: DataBundle = bundle
+        self.train_set = build_dataset(cfg, bundle, training=True)
+        self.eval_set = build_dataset(cfg, bundle, training=False)
+        self.val_set = (
+            build_dataset(cfg, bundle, training=False, samples=bundle.val_samples)
+            if bundle.val_samples is not None else None
+        )
+        self.model = build_model(cfg).to(self.device)
+        self.criterion = build_criterion(cfg.loss)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim)
+        self.train_model: torch.nn.Module = self.model
+        if bool(self.t.compile):
+            self.train_model = torch.compile(self.model)
+        if self.dist.enabled:
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.train_model,
+                device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None,
+                find_unused_parameters=not bool(cfg.loss.aux_loss),
+            )
+        world = self.dist.world_size
+        batch_size = int(cfg.optim.batch_size)
+        if batch_size % world:
+            raise ValueError(f"optim.batch_size={batch_size} is not divisible by the {world} processes")
+        self.per_rank_batch = batch_size // world
+        if len(self.train_set) < batch_size:
+            raise ValueError(
+                f"{len(self.train_set)} training samples cannot fill one batch of optim.batch_size={batch_size}"
+            )
+        self.collate = partial(collate_samples, pad_multiple=self.model.length_multiple)
+        self.sampler = DistributedSampler(
+            self.train_set, num_replicas=world, rank=self.dist.rank, shuffle=True, seed=int(cfg.seed)
+        )
+        self.steps_per_epoch = len(self.sampler) // self.per_rank_batch
+        backend = resolve_backend(str(cfg.model.attn_backend), self.device.type)
+        params = parameter_breakdown(self.model)["total"]
+        log.info(
+            "model: tfpn=%s, %d parameters, deformable attention backend %r, device %s, precision %s",
+            cfg.tfpn.name, params, backend, self.device, self.amp_dtype or "fp32",
+        )
+        log.info(
+            "data: %d training samples (%d steps/epoch at batch %d), %d evaluation samples%s",
+            len(self.train_set), self.steps_per_epoch, batch_size, len(self.eval_set),
+            f", {len(self.val_set)} validation samples" if self.val_set is not None else "",
+        )
+
+    def _loader(self, epoch: int, skip_steps: int) -> DataLoader:
+        self.sampler.set_epoch(epoch)
+        sampler: Sampler = self.sampler
+        if skip_steps:
+            sampler = _SkipFirst(self.sampler, skip_steps * self.per_rank_batch)
+        return DataLoader(
+            self.train_set, batch_size=self.per_rank_batch, sampler=sampler, drop_last=True,
+            collate_fn=self.collate, num_workers=int(self.cfg.data.num_workers),
+            generator=torch.Generator().manual_seed(int(self.cfg.seed)),  # never touch the global RNG
+            pin_memory=self.device.type == "cuda",
+        )
+
+    # -- metrics document ------------------------------------------------------------------------
+    def _new_document(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "name": str(cfg.name),
+            "dataset": str(cfg.dataset.name),
+            "split": str(cfg.split.setting),
+            "split_id": int(cfg.split.id),
+            "tfpn": str(cfg.tfpn.name),
+            "seed": int(cfg.seed),
+            "selection": str(self.t.selection),
+            "selection_label": SELECTION_LABELS[str(self.t.selection)],
+            "status": "running",
+            "epochs": [],
+            "selected": None,
+            "wall_time_s": 0.0,
+            "error": None,
+        }
+
+    def _write_document(self) -> None:
+        if self.dist.is_main:
+            atomic_write_json(self.run_dir / "metrics.json", self.doc)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _state(self, epoch: int, step_in_epoch: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": None,
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "rng": rng_state(),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "metrics": self.doc,
+            "partial_epoch": self._partial if step_in_epoch else None,
+        }
+
+    def _save(self, name: str, epoch: int, step_in_epoch: int = 0) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / "checkpoints" / name, self._state(epoch, step_in_epoch))
+
+    def _resume(self) -> tuple[int, int]:
+        """Restore from ``checkpoints/last.pt`` per ``trainer.resume``; (start epoch, steps to skip)."""
+        path = self.run_dir / "checkpoints" / "last.pt"
+        mode = str(self.t.resume)
+        if mode not in ("auto", "true", "false", "True", "False"):
+            raise ValueError(f"trainer.resume is {mode!r}, expected auto, true or false")
+        if mode in ("false", "False"):
+            if path.exists():
+                raise ValueError(
+                    f"{path} exists and trainer.resume=false: choose another run folder "
+                    "(hydra.run.dir=...) or resume it (trainer.resume=auto)"
+                )
+            return 0, 0
+        if not path.exists():
+            if mode in ("true", "True"):
+                raise FileNotFoundError(f"{path}: trainer.resume=true but there is no checkpoint to resume")
+            return 0, 0
+        state = load_checkpoint(path, map_location=self.device)
+        check_architecture(self.model, state["model"], source=str(path))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.doc = state["metrics"]
+        self.doc["status"] = "running"
+        self._partial = state.get("partial_epoch")
+        log.info("resumed from %s: epoch %d, step %d", path, state["epoch"], state.get("step_in_epoch", 0))
+        return int(state["epoch"]), int(state.get("step_in_epoch", 0))
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def _evaluate(self, dataset, ground_truth, durations) -> tuple[dict[str, Any], dict]:
+        """Predict on this rank's share of ``dataset``, gather, and evaluate on the main rank."""
+        ds_cfg = self.cfg.dataset
+        indices = list(shard(len(dataset), self.dist))
+        loader = DataLoader(
+            torch.utils.data.Subset(dataset, indices), batch_size=int(self.t.eval_batch_size),
+            shuffle=False, collate_fn=self.collate, num_workers=int(self.cfg.data.num_workers),
+            generator=torch.Generator(),
+        )
+        windows = predict_batches(self.model, loader, self.device, self.amp_dtype)
+        gathered = [w for part in gather_to_all(windows, self.dist) for w in part]
+        predictions = video_proposals(gathered, ds_cfg.evaluation.get("nms_threshold"))
+        absolute_bins, relative_bins = length_bins_for(str(ds_cfg.name))
+        metrics = evaluate_proposals(
+            predictions,
+            ground_truth,
+            durations,
+            tiou_thresholds=list(ds_cfg.evaluation.tiou_thresholds),
+            ar_tiou_thresholds=list(ds_cfg.evaluation.ar_tiou_thresholds) if bool(self.t.ar) else None,
+            breakdown=bool(self.t.breakdown),
+            absolute_bins=absolute_bins,
+            relative_bins=relative_bins,
+        )
+        return metrics, predictions
+
+    def _select(self, record: dict[str, Any]) -> bool:
+        """Update the selected epoch; True when ``record`` becomes the selected one."""
+        rule = str(self.t.selection)
+        current = self.doc["selected"]
+        if rule == "last":
+            better = record["eval"] is not None
+        else:
+            key = "val" if rule == "val" else "eval"
+            if record[key] is None:
+                return False
+            best = None
+            if current is not None:
+                best = next(e[key]["mAP"] for e in self.doc["epochs"] if e["epoch"] == current["epoch"])
+            better = best is None or record[key]["mAP"] > best
+        if better:
+            self.doc["selected"] = {"epoch": record["epoch"], "eval": record["eval"]}
+        return better
+
+    # -- training --------------------------------------------------------------------------------
+    def _request_stop(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        log.warning("received signal %d: finishing the current step, saving a checkpoint", signum)
+        self._stop_requested = True
+
+    def _train_epoch(
+        self, epoch: int, skip_steps: int, partial: dict[str, Any] | None
+    ) -> tuple[dict[str, float], bool]:
+        """One epoch (or its remainder after ``skip_steps``); returns the mean of every loss term
+        and whether it was interrupted. ``partial`` carries the sums of an interrupted epoch."""
+        self.train_model.train()
+        sums: dict[str, float] = dict(partial["sums"]) if partial else {}
+        steps = int(partial["steps"]) if partial else 0
+        clip = self.cfg.optim.clip_max_norm
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext())
+        bar = tqdm(self._loader(epoch, skip_steps), total=self.steps_per_epoch - skip_steps,
+                   desc=f"epoch {epoch}", leave=False, disable=not (self.dist.is_main and bool(self.t.progress)))
+        interrupted = False
+        for batch in bar:
+            feats = batch["feats"].to(self.device, non_blocking=True)
+            mask = batch["mask"].to(self.device, non_blocking=True)
+            targets = [{"segments": t["segments"].to(self.device)} for t in batch["targets"]]
+            with autocast:
+                outputs = self.train_model(feats, mask)
+            outputs = {
+                "boxes": outputs["boxes"].float(),
+                "actionness": outputs["actionness"].float(),
+                "salient": {k: (v.float() if v is not None else None) for k, v in outputs["salient"].items()},
+            }
+            loss = self.criterion(
+                outputs, targets,
+                salient_target=batch["salient_target"].to(self.device),
+                salient_valid=batch["salient_valid"].to(self.device),
+            )
+            if not torch.isfinite(loss.total):
+                raise FloatingPointError(
+                    f"epoch {epoch}, step {steps}: the loss is {loss.total.item()} "
+                    f"(terms: {loss.as_floats()})"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            if clip is not None and float(clip) > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+            self.optimizer.step()
+            steps += 1
+            for key, value in {"loss": loss.total, **loss.terms}.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            global_step = epoch * self.steps_per_epoch + steps
+            if self.writer is not None and global_step % int(self.t.log_every) == 0:
+                for key, value in {"loss": loss.total, **loss.terms}.items():
+                    self.writer.add_scalar(f"train_step/{key}", float(value.detach()), global_step)
+            if broadcast_flag(self._stop_requested, self.dist):
+                interrupted = True
+                self._partial = {"sums": sums, "steps": steps}
+                self._save("last.pt", epoch, steps)
+                break
+        bar.close()
+        means = {k: float(v) / max(steps, 1) for k, v in sums.items()}
+        return means, interrupted
+
+    def fit(self) -> dict[str, Any]:
+        """Train (or resume) to the end; returns the metrics document."""
+        started = time.perf_counter()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.doc = self._new_document()
+        self._build()
+        start_epoch, skip_steps = self._resume()
+        elapsed_before = float(self.doc.get("wall_time_s") or 0.0)
+        if self.dist.is_main:
+            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_epoch * self.steps_per_epoch + skip_steps)
+        previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        epochs = int(self.cfg.optim.epochs)
+        eval_every = max(int(self.t.eval_every), 1)
+        protocol = self.bundle.protocol
+        try:
+            for epoch in tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs,
+                              disable=not (self.dist.is_main and bool(self.t.progress))):
+                epoch_started = time.perf_counter()
+                lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+                train_means, interrupted = self._train_epoch(epoch, skip_steps, self._partial)
+                skip_steps, self._partial = 0, None
+                if interrupted:
+                    self.doc["status"] = "interrupted"
+                    break
+                self.scheduler.step()
+                record: dict[str, Any] = {"epoch": epoch, "lr": lrs, "train": train_means, "eval": None, "val": None}
+                last = epoch == epochs - 1
+                if last or (epoch + 1) % eval_every == 0:
+                    metrics, predictions = self._evaluate(self.eval_set, protocol.eval_ground_truth,
+                                                          protocol.eval_durations)
+                    record["eval"] = metrics
+                    if self.val_set is not None:
+                        record["val"], _ = self._evaluate(self.val_set, self.bundle.val_ground_truth,
+                                                          self.bundle.val_durations)
+                record["seconds"] = time.perf_counter() - epoch_started
+                self.doc["epochs"].append(record)
+                if record["eval"] is not None and self._select(record) and self.dist.is_main:
+                    write_predictions(self.run_dir / "predictions.json", predictions)
+                    self._save("selected.pt", epoch + 1)
+                self._log_epoch(record)
+                self.doc["wall_time_s"] = elapsed_before + time.perf_counter() - started
+                self.doc["status"] = "finished" if last else "running"
+                self._save("last.pt", epoch + 1)
+                self._write_document()
+                barrier(self.dist)
+            else:
+                if start_epoch >= epochs:
+                    log.info("nothing to train: %s already holds %d epochs", self.run_dir, epochs)
+                self.doc["status"] = "finished"
+        except BaseException as err:
+            self.doc["status"] = "failed"
+            self.doc["error"] = f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.doc["wall_time_s"] = elapsed_before + time.perf_counter() - started
+            self._write_document()
+            if self.writer is not None:
+                self.writer.close()
+        return self.doc
+
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        epoch = record["epoch"]
+        parts = [f"epoch {epoch}: loss {record['train'].get('loss', math.nan):.4f}"]
+        for split in ("eval", "val"):
+            metrics = record[split]
+            if metrics is not None:
+                aps = " ".join(f"{float(k):.2f}:{100 * v:.2f}" for k, v in metrics["ap"].items())
+                parts.append(f"{split} mAP {100 * metrics['mAP']:.2f} ({aps})")
+        log.info("; ".join(parts))
+        if self.writer is None:
+            return
+        for key, value in record["train"].items():
+            self.writer.add_scalar(f"train/{key}", value, epoch)
+        for name, lr in record["lr"].items():
+            self.writer.add_scalar(f"lr/{name}", lr, epoch)
+        for split in ("eval", "val"):
+            metrics = record[split]
+            if metrics is None:
+                continue
+            self.writer.add_scalar(f"{split}/mAP", metrics["mAP"], epoch)
+            for k, v in metrics["ap"].items():
+                self.writer.add_scalar(f"{split}/mAP@{k}", v, epoch)
+            for k, v in (metrics.get("ar") or {}).items():
+                self.writer.add_scalar(f"{split}/{k}", v, epoch)
+        self.writer.flush()
+
