@@ -19,13 +19,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from tp2detr.engine.evaluation import format_table
 from tp2detr.errors import MissingDataError
@@ -124,7 +128,7 @@ def _config_identity(run_dir: Path) -> dict[str, Any]:
             continue
         try:
             cfg = OmegaConf.load(candidate)
-        except Exception as exc:  # a damaged config must not hide the run
+        except (OSError, yaml.YAMLError, OmegaConfBaseException) as exc:  # must not hide the run
             logger.warning("%s: unreadable config (%s)", candidate, exc)
             continue
         wanted = {
@@ -140,10 +144,30 @@ def _config_identity(run_dir: Path) -> dict[str, Any]:
         for field, key in wanted.items():
             try:
                 identity[field] = OmegaConf.select(cfg, key, default=None)
-            except Exception:  # an interpolation that cannot resolve outside its run
+            except OmegaConfBaseException:  # an interpolation that cannot resolve outside its run
                 identity[field] = None
         return identity
     return {}
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b(: .*)?$")
+_LOG_TAIL_BYTES = 200_000
+
+
+def last_logged_exception(run_dir: Path) -> str | None:
+    """The last ``SomeError: message`` line of the run's ``*.log`` files (a traceback's last line),
+    prefixed by the log's name; None when there is none."""
+    for log_path in sorted(run_dir.glob("*.log")):
+        try:
+            with open(log_path, "rb") as handle:
+                handle.seek(max(0, log_path.stat().st_size - _LOG_TAIL_BYTES))
+                lines = handle.read().decode("utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in reversed(lines):
+            if _EXCEPTION_LINE.match(line.strip()):
+                return f"{log_path.name}: {line.strip()}"
+    return None
 
 
 def _optional_int(value: Any) -> int | None:
@@ -179,16 +203,21 @@ def read_run(run_dir: str | Path) -> RunRecord:
     identity = _config_identity(run_dir)
     metrics_path = run_dir / METRICS_FILE
     if not metrics_path.is_file():
+        logged = last_logged_exception(run_dir)
         return _record(
             run_dir, identity, "missing",
-            error=f"no {METRICS_FILE} (the run stopped before its first epoch ended, or never started)",
+            error=f"no {METRICS_FILE} (the run stopped before its first epoch ended, or never started)"
+            + (f"; {logged}" if logged else ""),
         )
     try:
         doc = json.loads(metrics_path.read_text())
-        if not isinstance(doc, dict):
-            raise ValueError(f"expected a JSON object, found {type(doc).__name__}")
     except (OSError, ValueError) as exc:
         return _record(run_dir, identity, "invalid", error=f"{metrics_path}: unreadable ({exc})")
+    if not isinstance(doc, dict):
+        return _record(
+            run_dir, identity, "invalid",
+            error=f"{metrics_path}: unreadable (expected a JSON object, found {type(doc).__name__})",
+        )
     identity = dict(identity)
     for key in ("name", "dataset", "split", "split_id", "tfpn", "seed", "selection", "selection_label"):
         if doc.get(key) is not None:
@@ -449,8 +478,8 @@ def _split_label(entry: Mapping[str, Any], mixed_selection: bool) -> str:
             label += f" · {'**' + sel + '**' if entry['selection'] == ORACLE_SELECTION else sel}"
         return label
     error = (entry["error"] or "").strip()
-    if len(error) > 100:
-        error = error[:97] + "..."
+    if len(error) > 200:
+        error = error[:197] + "..."
     return f"split {split} · **{entry['status']}**" + (f": {_cell(error)}" if error else "")
 
 
@@ -481,8 +510,10 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     if summary["sources"]:
         out += ["Runs read from: " + ", ".join(f"`{s}`" for s in summary["sources"]), ""]
     out += [
-        f"{summary['num_runs']} runs: {summary['num_finished_runs']} finished, "
-        f"{summary['num_failed_runs']} not finished (failed, interrupted, still running or without metrics).",
+        (
+            f"{summary['num_runs']} runs: {summary['num_finished_runs']} finished, "
+            f"{summary['num_failed_runs']} not finished (failed, interrupted, still running or without metrics)."
+        ),
         "",
     ]
     if summary["num_runs"] == 0:
@@ -492,14 +523,18 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         out += ["**No run finished**: there is nothing to average; the runs that did not finish are listed below.", ""]
     if summary["oracle"]:
         out += [
-            "**Some numbers below use oracle model selection: the best epoch on the TEST set (as the "
-            "paper's code; not an honest estimate).**",
+            (
+                "**Some numbers below use oracle model selection: the best epoch on the TEST set (as the "
+                "paper's code; not an honest estimate).**"
+            ),
             "",
         ]
     out += [
-        "mAP (%) at each tIoU; AVG is the mean over all of the dataset's thresholds (THUMOS14 "
-        "0.3:0.1:0.7, ActivityNet1.3 0.5:0.05:0.95; every threshold is in summary.json). "
-        "Mean ± sample std (ddof = 1) over the finished splits; epochs are counted from 0 as in metrics.json.",
+        (
+            "mAP (%) at each tIoU; AVG is the mean over all of the dataset's thresholds (THUMOS14 "
+            "0.3:0.1:0.7, ActivityNet1.3 0.5:0.05:0.95; every threshold is in summary.json). "
+            "Mean ± sample std (ddof = 1) over the finished splits; epochs are counted from 0 as in metrics.json."
+        ),
         "",
     ]
     sections: dict[tuple, list[Mapping[str, Any]]] = {}
@@ -565,3 +600,11 @@ class SweepSummaryCallback(Callback):
             "sweep summary: %s (%d of %d runs finished)",
             sweep_dir / "summary.md", summary["num_finished_runs"], summary["num_runs"],
         )
+        for group in summary["groups"]:
+            mean, std = group["mean"], group["std"]
+            logger.info(
+                "%s (%s, split %s): AVG mAP %s %% over %d finished splits, %d failed",
+                group["variant"], group["dataset"], group["split"],
+                _pm(None if mean is None else mean["mAP"], None if std is None else std["mAP"]),
+                group["num_finished"], group["num_failed"],
+            )
