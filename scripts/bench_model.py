@@ -18,39 +18,20 @@ height-1 image (the authors' CPU stand-in, FACTS §10.4) and the salient heads r
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from tp2detr.config import compose
+from tp2detr.engine.benchmark import measure
 from tp2detr.io import atomic_write_json
 from tp2detr.losses.builder import build_criterion
 from tp2detr.models.builder import build_model
 from tp2detr.models.deform_attn import register_backend
-
-
-def _set_mmap_threshold(num_bytes: int) -> None:
-    """Fix glibc's mmap threshold and release freed heap memory to the OS.
-
-    Timing runs with a large threshold (freed blocks are reused, as in a normal run); memory runs
-    with a small one, so every large tensor is its own mapping and peak RSS is what a pass needs.
-    """
-    name = ctypes.util.find_library("c")
-    if name:
-        libc = ctypes.CDLL(name)
-        libc.mallopt(-3, int(num_bytes))  # M_MMAP_THRESHOLD
-        libc.malloc_trim(0)
-
-
-FAST_ALLOCATION, EXACT_MEMORY = 32 << 20, 128 << 10
 
 
 def grid_sample_deform_attn(value, level_lengths, level_start_index, sampling_locations, attention_weights):
@@ -68,43 +49,6 @@ def grid_sample_deform_attn(value, level_lengths, level_start_index, sampling_lo
     weights = attention_weights.permute(0, 2, 1, 3, 4).reshape(n * m, 1, lq, n_levels, n_points)
     out = (stacked * weights).sum(dim=(-1, -2))  # [N·M, D, Lq]
     return out.view(n, m * d, lq).transpose(1, 2).contiguous()
-
-
-def _memory_kib() -> dict[str, int]:
-    values = {}
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(("VmHWM:", "VmRSS:")):
-                key, value = line.split(":")
-                values[key] = int(value.split()[0])
-    return values
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def measure(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
-    """Median seconds of ``fn`` and the peak resident-memory growth (MiB) during one call."""
-    _set_mmap_threshold(FAST_ALLOCATION)
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    peak = None
-    _set_mmap_threshold(EXACT_MEMORY)
-    if _reset_peak():
-        before = _memory_kib()["VmRSS"]
-        fn()
-        peak = (_memory_kib()["VmHWM"] - before) / 1024
-    return {"ms": 1000 * statistics.median(times), "peak_mb": peak}
 
 
 def _detach(obj: Any) -> Any:

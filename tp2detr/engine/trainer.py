@@ -187,6 +187,7 @@ class Trainer:
             "status": "running",
             "epochs": [],
             "selected": None,
+            "untrained": None,
             "wall_time_s": 0.0,
             "error": None,
         }
@@ -292,55 +293,67 @@ class Trainer:
         log.warning("received signal %d: finishing the current step, saving a checkpoint", signum)
         self._stop_requested = True
 
+    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One optimizer step on a collated batch; returns the detached loss terms (+ ``loss``).
+
+        The only host synchronisation is the finiteness check of the total loss (a NaN/Inf stops
+        the run before it reaches the weights).
+        """
+        feats = batch["feats"].to(self.device, non_blocking=True)
+        mask = batch["mask"].to(self.device, non_blocking=True)
+        targets = [{"segments": t["segments"].to(self.device, non_blocking=True)} for t in batch["targets"]]
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        with autocast:
+            outputs = self.train_model(feats, mask)
+        outputs = {
+            "boxes": outputs["boxes"].float(),
+            "actionness": outputs["actionness"].float(),
+            "salient": {k: (v.float() if v is not None else None) for k, v in outputs["salient"].items()},
+        }
+        loss = self.criterion(
+            outputs, targets,
+            salient_target=batch["salient_target"].to(self.device, non_blocking=True),
+            salient_valid=batch["salient_valid"].to(self.device, non_blocking=True),
+        )
+        if not torch.isfinite(loss.total):
+            raise FloatingPointError(f"the loss is {loss.total.item()} (terms: {loss.as_floats()})")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        clip = self.cfg.optim.clip_max_norm
+        if clip is not None and float(clip) > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+        self.optimizer.step()
+        return {k: v.detach() for k, v in {"loss": loss.total, **loss.terms}.items()}
+
     def _train_epoch(
         self, epoch: int, skip_steps: int, partial: dict[str, Any] | None
     ) -> tuple[dict[str, float], bool]:
         """One epoch (or its remainder after ``skip_steps``); returns the mean of every loss term
-        and whether it was interrupted. ``partial`` carries the sums of an interrupted epoch."""
+        and whether it was interrupted. ``partial`` carries the sums of an interrupted epoch.
+        Loss sums stay on the device (float64) and are read once per epoch."""
         self.train_model.train()
-        sums: dict[str, float] = dict(partial["sums"]) if partial else {}
+        sums: dict[str, torch.Tensor] = {
+            k: torch.tensor(v, dtype=torch.float64, device=self.device) for k, v in (partial or {}).get("sums", {}).items()
+        }
         steps = int(partial["steps"]) if partial else 0
-        clip = self.cfg.optim.clip_max_norm
-        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext())
         bar = tqdm(self._loader(epoch, skip_steps), total=self.steps_per_epoch - skip_steps,
                    desc=f"epoch {epoch}", leave=False, disable=not (self.dist.is_main and bool(self.t.progress)))
         interrupted = False
         for batch in bar:
-            feats = batch["feats"].to(self.device, non_blocking=True)
-            mask = batch["mask"].to(self.device, non_blocking=True)
-            targets = [{"segments": t["segments"].to(self.device)} for t in batch["targets"]]
-            with autocast:
-                outputs = self.train_model(feats, mask)
-            outputs = {
-                "boxes": outputs["boxes"].float(),
-                "actionness": outputs["actionness"].float(),
-                "salient": {k: (v.float() if v is not None else None) for k, v in outputs["salient"].items()},
-            }
-            loss = self.criterion(
-                outputs, targets,
-                salient_target=batch["salient_target"].to(self.device),
-                salient_valid=batch["salient_valid"].to(self.device),
-            )
-            if not torch.isfinite(loss.total):
-                raise FloatingPointError(
-                    f"epoch {epoch}, step {steps}: the loss is {loss.total.item()} "
-                    f"(terms: {loss.as_floats()})"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
-            if clip is not None and float(clip) > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
-            self.optimizer.step()
+            try:
+                terms = self.train_step(batch)
+            except FloatingPointError as err:
+                raise FloatingPointError(f"epoch {epoch}, step {steps}: {err}") from err
             steps += 1
-            for key, value in {"loss": loss.total, **loss.terms}.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            for key, value in terms.items():
+                sums[key] = sums[key] + value if key in sums else value.to(torch.float64)
             global_step = epoch * self.steps_per_epoch + steps
             if self.writer is not None and global_step % int(self.t.log_every) == 0:
-                for key, value in {"loss": loss.total, **loss.terms}.items():
-                    self.writer.add_scalar(f"train_step/{key}", float(value.detach()), global_step)
+                for key, value in terms.items():
+                    self.writer.add_scalar(f"train_step/{key}", float(value), global_step)
             if broadcast_flag(self._stop_requested, self.dist):
                 interrupted = True
-                self._partial = {"sums": sums, "steps": steps}
+                self._partial = {"sums": {k: float(v) for k, v in sums.items()}, "steps": steps}
                 self._save("last.pt", epoch, steps)
                 break
         bar.close()
@@ -365,6 +378,10 @@ class Trainer:
         eval_every = max(int(self.t.eval_every), 1)
         protocol = self.bundle.protocol
         try:
+            if bool(self.t.eval_untrained) and start_epoch == 0 and skip_steps == 0:
+                self.doc["untrained"], _ = self._evaluate(self.eval_set, protocol.eval_ground_truth,
+                                                          protocol.eval_durations)
+                log.info("untrained model: eval mAP %.2f", 100 * self.doc["untrained"]["mAP"])
             for epoch in tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs,
                               disable=not (self.dist.is_main and bool(self.t.progress))):
                 epoch_started = time.perf_counter()

@@ -1,0 +1,93 @@
+"""Measuring wall time and peak memory of a callable, for the ``scripts/bench_*.py`` scripts.
+
+Peak memory on CPU is the growth of the process's peak resident set (Linux ``VmHWM``, reset
+through ``/proc/self/clear_refs`` before the measured call) over the resident set before it; glibc
+is told to map every large block separately during that call, so the figure is what the call
+needs rather than what the allocator kept from earlier. On CUDA it is
+``torch.cuda.max_memory_allocated`` growth. Times are medians after one warm-up call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+FAST_ALLOCATION, EXACT_MEMORY = 32 << 20, 128 << 10
+
+
+def _set_mmap_threshold(num_bytes: int) -> None:
+    name = ctypes.util.find_library("c")
+    if name:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-3, int(num_bytes))  # M_MMAP_THRESHOLD
+        libc.malloc_trim(0)
+
+
+def _resident_kib() -> dict[str, int]:
+    values = {}
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(("VmHWM:", "VmRSS:")):
+                key, value = line.split(":")
+                values[key] = int(value.split()[0])
+    return values
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def synchronize(device: torch.device | str | None) -> None:
+    """Wait for queued GPU work (no-op on CPU)."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(fn: Callable[[], Any], repeats: int, device: torch.device | str | None = None) -> dict[str, float | None]:
+    """``{"ms": median milliseconds, "peak_mb": peak memory growth in MiB (None if unknown)}``."""
+    cuda = device is not None and torch.device(device).type == "cuda"
+    _set_mmap_threshold(FAST_ALLOCATION)
+    fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    peak = None
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    else:
+        _set_mmap_threshold(EXACT_MEMORY)
+        if _reset_peak():
+            before = _resident_kib()["VmRSS"]
+            fn()
+            peak = (_resident_kib()["VmHWM"] - before) / 1024
+        _set_mmap_threshold(FAST_ALLOCATION)
+    return {"ms": 1000 * statistics.median(times), "peak_mb": peak}
+
+
+def resident_mb() -> float:
+    """Current resident set of this process in MiB."""
+    return _resident_kib()["VmRSS"] / 1024
+
+
+def peak_resident_mb() -> float:
+    """Peak resident set of this process in MiB since start or since the last measurement's reset
+    (after :func:`measure` on CPU: the whole process's peak during its memory call)."""
+    return _resident_kib()["VmHWM"] / 1024
