@@ -365,8 +365,16 @@ class Trainer:
         started = time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.doc = self._new_document()
-        self._build()
-        start_epoch, skip_steps = self._resume()
+        try:
+            self._build()
+            start_epoch, skip_steps = self._resume()
+        except BaseException as err:
+            # Record the failure for sweep summaries, unless that would overwrite an earlier
+            # run's metrics (e.g. its checkpoint turned out to be corrupt).
+            if self.dist.is_main and not (self.run_dir / "metrics.json").exists():
+                self.doc.update(status="failed", error=f"{type(err).__name__}: {err}")
+                self._write_document()
+            raise
         elapsed_before = float(self.doc.get("wall_time_s") or 0.0)
         if self.dist.is_main:
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
