@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup test test-all demo clean
+.PHONY: setup test test-all demo ops ops-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test-all: setup
 
 demo: setup
 	$(PY) scripts/demo.py
+
+ops: setup
+	$(PY) -m tp2detr.ops build
+
+ops-check: setup
+	$(PY) -m tp2detr.ops check-nvcc
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -13,6 +13,11 @@ device_types)`` behind the same signature; ``backend="auto"`` then picks the fir
 compiled backend that supports the value tensor's device type, else ``"pytorch"``. The registry
 is the module-level dict ``_BACKENDS``; it is the only mutable state of this module and changes
 only through ``register_backend`` / ``unregister_backend``.
+
+Compiled backends ``"cpp"`` (CPU) and ``"cuda"`` come from ``tp2detr.ops`` and are registered
+lazily by ``resolve_backend``: asking for one by name builds it if needed (an error if that fails);
+``"auto"`` uses them only when already built or when ``$TP2DETR_BUILD_OPS=1`` (policy in
+``tp2detr.ops``), so "auto" never starts a compile on a fresh clone.
 """
 
 from __future__ import annotations
@@ -228,8 +233,21 @@ def available_backends(device_type: str | None = None) -> list[str]:
     ]
 
 
+COMPILED_BACKEND_NAMES = ("cpp", "cuda")  # provided by tp2detr.ops, registered on first use
+
+
+def _provide_compiled_backends(backend: str) -> None:
+    """Let ``tp2detr.ops`` register its compiled backends: for ``"auto"`` only as its policy allows
+    (never raises), for ``"cpp"`` / ``"cuda"`` building them if needed (raises on failure)."""
+    if backend == "auto" or (backend in COMPILED_BACKEND_NAMES and backend not in _BACKENDS):
+        from tp2detr import ops  # lazy: importing the package compiles nothing
+
+        ops.register_compiled_backends(None if backend == "auto" else backend)
+
+
 def resolve_backend(backend: str, device_type: str) -> str:
     """The concrete backend name that ``backend`` means for a tensor on ``device_type``."""
+    _provide_compiled_backends(backend)
     if backend == "auto":
         for name, entry in _BACKENDS.items():
             if entry.compiled and device_type in entry.device_types:
@@ -295,6 +313,8 @@ class MSDeformAttn1D(nn.Module):
             raise ValueError(
                 f"n_levels, n_heads, n_points: expected ≥ 1, found {(n_levels, n_heads, n_points)}"
             )
+        if backend in COMPILED_BACKEND_NAMES:
+            _provide_compiled_backends(backend)  # build / load now: a failed build fails here
         if backend != "auto" and backend not in _BACKENDS:
             raise ValueError(f"backend: expected 'auto' or one of {sorted(_BACKENDS)}, found {backend!r}")
         self.d_model = d_model

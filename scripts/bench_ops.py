@@ -1,0 +1,192 @@
+"""Speed and memory of the compiled 1-D deformable-attention op against the PyTorch fallback.
+
+    python scripts/bench_ops.py --device cpu --out docs/bench/ops_cpu.json [--threads 2] [--repeats 20]
+    python scripts/bench_ops.py --device cuda --out ops_h100.json
+
+For each shape (THUMOS encoder N=16, ΣT=240 over 128/64/32/16, Lq=240; THUMOS decoder Lq=40;
+ActivityNet encoder ΣT=480 over 256/128/64/32, Lq=480; all M=8, D=64, L=4, P=4) and pass
+(``fwd`` under inference mode, ``fwd_bwd`` with gradients for value, locations and weights; on
+CUDA also ``fwd_bf16`` / ``fwd_bwd_bf16`` with a bf16 value as under autocast) it measures the
+fallback (``ms_deform_attn_1d_pytorch``) and the compiled backend in the same run: median
+milliseconds and peak memory growth (``tp2detr.engine.benchmark.measure``). JSON shape:
+``{DEVICE: {SHAPE: {PASS: {fallback_ms, compiled_ms, speedup, fallback_peak_mb, compiled_peak_mb}}},
+"meta": {...}, "train_step": {...}}``; the same is printed as a table. ``train_step`` compares one
+training step of the paper's THUMOS14 configuration with ``model.attn_backend`` = pytorch vs the
+compiled backend (``--train-steps 0`` skips it). On CUDA ``meta`` also holds the forward's achieved
+bandwidth against the card's copy bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from tp2detr.engine.benchmark import measure, synchronize
+from tp2detr.io import atomic_write_json
+from tp2detr.models.deform_attn import ms_deform_attn_1d, ms_deform_attn_1d_pytorch
+from tp2detr.ops import register_compiled_backends
+
+SHAPES = {
+    "thumos_encoder": {"lengths": (128, 64, 32, 16), "queries": None},
+    "thumos_decoder": {"lengths": (128, 64, 32, 16), "queries": 40},
+    "anet_encoder": {"lengths": (256, 128, 64, 32), "queries": None},
+}
+BATCH, HEADS, HEAD_DIM, POINTS = 16, 8, 64, 4
+
+
+def make_inputs(shape: str, device: torch.device, value_dtype: torch.dtype, seed: int = 0) -> dict:
+    """Random op inputs of a named shape: value ``[N, S, M, D]`` and locations/weights ``[N, Lq, M, L, P]``
+    (locations spread over [-0.1, 1.1] so some taps fall in the zero padding)."""
+    spec = SHAPES[shape]
+    lengths = torch.tensor(spec["lengths"], dtype=torch.int64, device=device)
+    starts = torch.cat((lengths.new_zeros(1), lengths.cumsum(0)[:-1]))
+    total = int(lengths.sum())
+    queries = spec["queries"] or total
+    levels = len(spec["lengths"])
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    value = torch.randn(BATCH, total, HEADS, HEAD_DIM, generator=generator).to(device, value_dtype)
+    locations = (torch.rand(BATCH, queries, HEADS, levels, POINTS, generator=generator) * 1.2 - 0.1).to(device)
+    weights = torch.rand(BATCH, queries, HEADS, levels, POINTS, generator=generator).to(device)
+    weights = weights / weights.sum(dim=(-1, -2), keepdim=True)
+    return {"value": value, "lengths": lengths, "starts": starts, "locations": locations, "weights": weights}
+
+
+def _runner(op, inputs: dict, backward: bool):
+    value, locations, weights = inputs["value"], inputs["locations"], inputs["weights"]
+    if not backward:
+        def run():
+            with torch.inference_mode():
+                op(value, inputs["lengths"], inputs["starts"], locations, weights)
+        return run
+    leaves = [t.detach().clone().requires_grad_() for t in (value, locations, weights)]
+
+    def run_with_grad():
+        out = op(leaves[0], inputs["lengths"], inputs["starts"], leaves[1], leaves[2])
+        out.backward(torch.ones_like(out))
+        for leaf in leaves:
+            leaf.grad = None
+    return run_with_grad
+
+
+def bench_op(device: torch.device, backend: str, repeats: int) -> dict:
+    """``{SHAPE: {PASS: {...}}}`` for the fallback vs ``backend`` on ``device``."""
+    def compiled(*args):
+        return ms_deform_attn_1d(*args, backend=backend)
+
+    passes = [("fwd", torch.float32, False), ("fwd_bwd", torch.float32, True)]
+    if device.type == "cuda":
+        passes += [("fwd_bf16", torch.bfloat16, False), ("fwd_bwd_bf16", torch.bfloat16, True)]
+    results: dict = {}
+    for shape in SHAPES:
+        results[shape] = {}
+        for name, dtype, backward in passes:
+            inputs = make_inputs(shape, device, dtype)
+            fallback = measure(_runner(ms_deform_attn_1d_pytorch, inputs, backward), repeats, device)
+            ours = measure(_runner(compiled, inputs, backward), repeats, device)
+            results[shape][name] = {
+                "fallback_ms": fallback["ms"],
+                "compiled_ms": ours["ms"],
+                "speedup": fallback["ms"] / ours["ms"],
+                "fallback_peak_mb": fallback["peak_mb"],
+                "compiled_peak_mb": ours["peak_mb"],
+            }
+    return results
+
+
+def cuda_bandwidth(device: torch.device, forward_ms: float) -> dict:
+    """The THUMOS-encoder fp32 forward's minimum traffic (read value, locations, weights; write the
+    output) over its time, against a device-to-device copy of 1 GiB (read + write)."""
+    inputs = make_inputs("thumos_encoder", device, torch.float32)
+    out_bytes = inputs["value"].numel() * 4  # Lq = S at the encoder shape: output size = value size
+    moved = sum(inputs[k].numel() * inputs[k].element_size() for k in ("value", "locations", "weights")) + out_bytes
+    source = torch.empty(1 << 28, dtype=torch.float32, device=device)
+    target = torch.empty_like(source)
+    copy_ms = measure(lambda: target.copy_(source), 10, device)["ms"]
+    del source, target
+    synchronize(device)
+    copy_gbps = 2 * (1 << 30) / (copy_ms / 1000) / 1e9
+    achieved = moved / (forward_ms / 1000) / 1e9
+    return {"forward_min_bytes": moved, "forward_achieved_gbps": achieved, "copy_gbps": copy_gbps,
+            "fraction_of_copy": achieved / copy_gbps}
+
+
+def bench_train_step(device: torch.device, backend: str, steps: int, overrides: list[str]) -> dict:
+    """Median ms of one training step of the paper config, fallback vs ``backend`` (same batches)."""
+    from tp2detr.config import compose
+    from tp2detr.data.builder import make_synthetic_features
+    from tp2detr.engine.trainer import Trainer
+
+    base = ["dataset=thumos14_synth", "trainer.progress=false", *overrides]
+    make_synthetic_features(compose(base), progress=False)
+    entry: dict = {"steps": steps}
+    for label, name in (("fallback", "pytorch"), ("compiled", backend)):
+        trainer = Trainer(compose([*base, f"model.attn_backend={name}"]), "/nonexistent-bench-ops-run")
+        trainer._build()
+        batches = list(itertools.islice(iter(trainer._loader(epoch=0, skip_steps=0)), 2))
+        cycle = itertools.cycle(batches)
+        timing = measure(lambda: trainer.train_step(next(cycle)), steps, trainer.device)
+        entry[f"{label}_ms"] = timing["ms"]
+        entry[f"{label}_peak_mb"] = timing["peak_mb"]
+        del trainer
+    entry["speedup"] = entry["fallback_ms"] / entry["compiled_ms"]
+    return entry
+
+
+def print_table(device: str, results: dict) -> None:
+    print(f"{'shape':<16}{'pass':<14}{'fallback ms':>12}{'compiled ms':>12}{'speedup':>9}"
+          f"{'fb peak MB':>11}{'op peak MB':>11}")
+    for shape, passes in results.items():
+        for name, r in passes.items():
+            fb_peak = "-" if r["fallback_peak_mb"] is None else f"{r['fallback_peak_mb']:.1f}"
+            op_peak = "-" if r["compiled_peak_mb"] is None else f"{r['compiled_peak_mb']:.1f}"
+            print(f"{shape:<16}{name:<14}{r['fallback_ms']:>12.2f}{r['compiled_ms']:>12.2f}{r['speedup']:>8.1f}x"
+                  f"{fb_peak:>11}{op_peak:>11}")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (median)")
+    parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per backend; 0 = skip")
+    args, overrides = parser.parse_known_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    backend = "cpp" if device.type == "cpu" else "cuda"
+    register_compiled_backends(backend)
+    results = bench_op(device, backend, args.repeats)
+    meta = {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "backend": backend, "repeats": args.repeats,
+            "shape": {"N": BATCH, "M": HEADS, "D": HEAD_DIM, "L": 4, "P": POINTS,
+                      "levels": {k: v["lengths"] for k, v in SHAPES.items()}},
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    if device.type == "cuda":
+        meta["bandwidth"] = cuda_bandwidth(device, results["thumos_encoder"]["fwd"]["compiled_ms"])
+    report: dict = {args.device: results, "meta": meta}
+    print(f"1-D deformable attention, {args.device}, {meta['gpu'] or str(meta['threads']) + ' threads'}, "
+          f"torch {torch.__version__}, median of {args.repeats}")
+    print_table(args.device, results)
+    if device.type == "cuda":
+        bw = meta["bandwidth"]
+        print(f"forward (thumos_encoder, fp32): {bw['forward_achieved_gbps']:.0f} GB/s of minimum traffic, "
+              f"copy bandwidth {bw['copy_gbps']:.0f} GB/s ({100 * bw['fraction_of_copy']:.0f}%)")
+    if args.train_steps > 0:
+        report["train_step"] = bench_train_step(device, backend, args.train_steps, overrides)
+        t = report["train_step"]
+        print(f"training step (paper THUMOS14 config, batch 16): fallback {t['fallback_ms']:.0f} ms, "
+              f"compiled {t['compiled_ms']:.0f} ms ({t['speedup']:.2f}x)")
+    if args.out:
+        atomic_write_json(args.out, report)
+        print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
