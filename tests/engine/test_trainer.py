@@ -159,3 +159,46 @@ def test_nan_loss_stops_with_a_clear_error(feature_dir, tmp_path, monkeypatch):
     with pytest.raises(FloatingPointError, match="the loss is nan"):
         Trainer(tiny_cfg(feature_dir, "optim.epochs=1"), tmp_path).fit()
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(feature_dir, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from tp2detr.engine.checkpoint import save_checkpoint
+
+    Trainer(tiny_cfg(feature_dir, "optim.epochs=1"), tmp_path).fit()
+    path = tmp_path / "checkpoints" / "last.pt"
+    before = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)  # the write reaches the temp file, the flush fails
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, {"model": {}, "epoch": 9, "config": {}})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert load_checkpoint(path)["epoch"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt", "selected.pt"]
+
+
+def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from tp2detr.io import atomic_write_bytes
+
+    target = tmp_path / "file.bin"
+    target.write_bytes(b"old")
+    real_fsync = os.fsync
+
+    def failing_fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new contents")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
