@@ -106,7 +106,7 @@ def cuda_bandwidth(device: torch.device, forward_ms: float) -> dict:
     moved = sum(inputs[k].numel() * inputs[k].element_size() for k in ("value", "locations", "weights")) + out_bytes
     source = torch.empty(1 << 28, dtype=torch.float32, device=device)
     target = torch.empty_like(source)
-    copy_ms = measure(lambda: target.copy_(source), 10, device)["ms"]
+    copy_ms = measure(lambda s=source, t=target: t.copy_(s), 10, device)["ms"]
     del source, target
     synchronize(device)
     copy_gbps = 2 * (1 << 30) / (copy_ms / 1000) / 1e9
@@ -126,10 +126,10 @@ def bench_train_step(device: torch.device, backend: str, steps: int, overrides: 
     entry: dict = {"steps": steps}
     for label, name in (("fallback", "pytorch"), ("compiled", backend)):
         trainer = Trainer(compose([*base, f"model.attn_backend={name}"]), "/nonexistent-bench-ops-run")
-        trainer._build()
-        batches = list(itertools.islice(iter(trainer._loader(epoch=0, skip_steps=0)), 2))
+        trainer.setup()
+        batches = list(itertools.islice(iter(trainer.train_loader(epoch=0, skip_steps=0)), 2))
         cycle = itertools.cycle(batches)
-        timing = measure(lambda: trainer.train_step(next(cycle)), steps, trainer.device)
+        timing = measure(lambda t=trainer, c=cycle: t.train_step(next(c)), steps, trainer.device)
         entry[f"{label}_ms"] = timing["ms"]
         entry[f"{label}_peak_mb"] = timing["peak_mb"]
         del trainer

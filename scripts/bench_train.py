@@ -45,12 +45,12 @@ def main(argv: list[str]) -> int:
         run_cfg = compose(["dataset=thumos14_synth", "trainer.progress=false", f"trainer.precision={precision}",
                            *overrides])
         trainer = Trainer(run_cfg, "/nonexistent-bench-run")
-        trainer._build()
+        trainer.setup()
         device = trainer.device
-        loader = trainer._loader(epoch=0, skip_steps=0)
+        loader = trainer.train_loader(epoch=0, skip_steps=0)
         batches = list(itertools.islice(iter(loader), args.steps + 2))
         started = time.perf_counter()
-        for _ in itertools.islice(iter(trainer._loader(epoch=1, skip_steps=0)), args.steps):
+        for _ in itertools.islice(iter(trainer.train_loader(epoch=1, skip_steps=0)), args.steps):
             pass
         data_ms = 1000 * (time.perf_counter() - started) / args.steps
         cycle = itertools.cycle(batches)

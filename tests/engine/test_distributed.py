@@ -41,10 +41,10 @@ def test_two_process_ddp_matches_single_process_evaluation(tmp_path):
     ddp_eval = doc["epochs"][-1]["eval"]
 
     single = Trainer(compose(overrides), tmp_path / "single")
-    single._build()
+    single.setup()
     single.model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"])
     protocol = single.bundle.protocol
-    metrics, _ = single._evaluate(single.eval_set, protocol.eval_ground_truth, protocol.eval_durations)
+    metrics, _ = single.evaluate(single.eval_set, protocol.eval_ground_truth, protocol.eval_durations)
     assert metrics["num_predictions"] == ddp_eval["num_predictions"]
     for key, value in metrics["ap"].items():
         assert ddp_eval["ap"][key] == pytest.approx(value, abs=1e-9)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from tp2detr.config import compose
 from tp2detr.data.builder import make_synthetic_features

@@ -124,7 +124,7 @@ def test_full_scale_not_half_scale(strategy: str) -> None:
     lengths = torch.tensor([4, 2])
     starts = torch.tensor([0, 4])
     value = torch.randn(1, 6, 1, 3, dtype=torch.float64)
-    cell, level = 2, 0
+    cell = 2
     locations = torch.full((1, 1, 1, 2, 1), (cell + 0.5) / 4, dtype=torch.float64)
     weights = torch.tensor([1.0, 0.0], dtype=torch.float64).view(1, 1, 1, 2, 1)
     out = ms_deform_attn_1d_pytorch(value, lengths, starts, locations, weights, strategy=strategy)

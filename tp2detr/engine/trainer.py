@@ -108,7 +108,8 @@ class Trainer:
         self.writer = None
 
     # -- setup -----------------------------------------------------------------------------------
-    def _build(self) -> None:
+    def setup(self) -> None:
+        """Seed, read the data, build datasets, model, loss, optimizer and sampler (no training)."""
         cfg = self.cfg
         seed_everything(int(cfg.seed))
         bundle = load_data(cfg)
@@ -160,7 +161,8 @@ class Trainer:
             f", {len(self.val_set)} validation samples" if self.val_set is not None else "",
         )
 
-    def _loader(self, epoch: int, skip_steps: int) -> DataLoader:
+    def train_loader(self, epoch: int, skip_steps: int) -> DataLoader:
+        """The training batches of ``epoch`` (a seeded, rank-aware order), without the first ``skip_steps``."""
         self.sampler.set_epoch(epoch)
         sampler: Sampler = self.sampler
         if skip_steps:
@@ -245,7 +247,7 @@ class Trainer:
         return int(state["epoch"]), int(state.get("step_in_epoch", 0))
 
     # -- evaluation ------------------------------------------------------------------------------
-    def _evaluate(self, dataset, ground_truth, durations) -> tuple[dict[str, Any], dict]:
+    def evaluate(self, dataset, ground_truth, durations) -> tuple[dict[str, Any], dict]:
         """Predict on this rank's share of ``dataset``, gather, and evaluate on the main rank."""
         ds_cfg = self.cfg.dataset
         indices = list(shard(len(dataset), self.dist))
@@ -336,7 +338,7 @@ class Trainer:
             k: torch.tensor(v, dtype=torch.float64, device=self.device) for k, v in (partial or {}).get("sums", {}).items()
         }
         steps = int(partial["steps"]) if partial else 0
-        bar = tqdm(self._loader(epoch, skip_steps), total=self.steps_per_epoch - skip_steps,
+        bar = tqdm(self.train_loader(epoch, skip_steps), total=self.steps_per_epoch - skip_steps,
                    desc=f"epoch {epoch}", leave=False, disable=not (self.dist.is_main and bool(self.t.progress)))
         interrupted = False
         for batch in bar:
@@ -366,7 +368,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.doc = self._new_document()
         try:
-            self._build()
+            self.setup()
             start_epoch, skip_steps = self._resume()
         except BaseException as err:
             # Record the failure for sweep summaries, unless that would overwrite an earlier
@@ -387,7 +389,7 @@ class Trainer:
         protocol = self.bundle.protocol
         try:
             if bool(self.t.eval_untrained) and start_epoch == 0 and skip_steps == 0:
-                self.doc["untrained"], _ = self._evaluate(self.eval_set, protocol.eval_ground_truth,
+                self.doc["untrained"], _ = self.evaluate(self.eval_set, protocol.eval_ground_truth,
                                                           protocol.eval_durations)
                 log.info("untrained model: eval mAP %.2f", 100 * self.doc["untrained"]["mAP"])
             for epoch in tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs,
@@ -403,11 +405,11 @@ class Trainer:
                 record: dict[str, Any] = {"epoch": epoch, "lr": lrs, "train": train_means, "eval": None, "val": None}
                 last = epoch == epochs - 1
                 if last or (epoch + 1) % eval_every == 0:
-                    metrics, predictions = self._evaluate(self.eval_set, protocol.eval_ground_truth,
+                    metrics, predictions = self.evaluate(self.eval_set, protocol.eval_ground_truth,
                                                           protocol.eval_durations)
                     record["eval"] = metrics
                     if self.val_set is not None:
-                        record["val"], _ = self._evaluate(self.val_set, self.bundle.val_ground_truth,
+                        record["val"], _ = self.evaluate(self.val_set, self.bundle.val_ground_truth,
                                                           self.bundle.val_durations)
                 record["seconds"] = time.perf_counter() - epoch_started
                 self.doc["epochs"].append(record)
