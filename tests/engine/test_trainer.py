@@ -201,3 +201,9 @@ def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_compile_is_refused_on_cpu_with_a_reason(feature_dir, tmp_path):
+    trainer = Trainer(tiny_cfg(feature_dir, "trainer.compile=true", "trainer.device=cpu"), tmp_path)
+    with pytest.raises(ValueError, match="trainer.compile=true on CPU"):
+        trainer.setup()

@@ -128,6 +128,11 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
         self.train_model: torch.nn.Module = self.model
         if bool(self.t.compile):
+            if self.device.type == "cpu":
+                raise ValueError(
+                    "trainer.compile=true on CPU: torch.compile of this model aborts with heap corruption "
+                    "in the generated CPU code (seen with torch 2.13); use it on GPU or set trainer.compile=false"
+                )
             self.train_model = torch.compile(self.model)
         if self.dist.enabled:
             self.train_model = torch.nn.parallel.DistributedDataParallel(
