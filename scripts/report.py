@@ -18,7 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tp2detr.engine.sweep import collect_runs, render_markdown, summarise
+from tp2detr.engine.runs import collect_runs
+from tp2detr.engine.sweep import render_markdown, summarise
 from tp2detr.errors import MissingDataError
 from tp2detr.io import atomic_open, atomic_write_json
 

@@ -15,12 +15,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from tp2detr.config import REPO_ROOT
+from tp2detr.engine.runs import collect_runs, find_run_dirs, read_run
 from tp2detr.engine.sweep import (
     SweepSummaryCallback,
-    collect_runs,
-    find_run_dirs,
     headline_tiou,
-    read_run,
     render_markdown,
     summarise,
     write_summary,
