@@ -53,7 +53,10 @@ def cuda_toolkit_available() -> bool:
 
 
 def _cpu_flags() -> list[str]:
-    flags = ["-O3", "-fopenmp-simd"]
+    # -fopenmp: ``at::parallel_for`` is a header template whose ``#pragma omp parallel`` is
+    # compiled into this extension; without the flag the pragma is ignored and every kernel runs
+    # on one thread. The GOMP symbols bind to the libgomp that torch has already loaded.
+    flags = ["-O3", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64"):
         try:
             cpu_flags = Path("/proc/cpuinfo").read_text().split()
