@@ -294,6 +294,13 @@ void backward_kernel(const scalar_t* __restrict value, const int64_t* lengths, c
   });
 }
 
+// The CPU kernels index keys (and two zero rows per head) with int32.
+void check_key_count(int64_t S) {
+  TORCH_CHECK(S + 2 <= std::numeric_limits<int32_t>::max(),
+              "ms_deform_attn_1d (cpu): value has ", S, " keys; the CPU kernels index keys with "
+              "int32 and take at most ", std::numeric_limits<int32_t>::max() - 2);
+}
+
 }  // namespace
 
 at::Tensor ms_deform_attn_1d_forward_cpu(const at::Tensor& value, const at::Tensor& level_lengths,
@@ -309,9 +316,7 @@ at::Tensor ms_deform_attn_1d_forward_cpu(const at::Tensor& value, const at::Tens
   const int64_t N = value.size(0), S = value.size(1), M = value.size(2), D = value.size(3);
   const int64_t Lq = sampling_locations.size(1), L = sampling_locations.size(3),
                 P = sampling_locations.size(4);
-  TORCH_CHECK(S + 2 <= std::numeric_limits<int32_t>::max(),
-              "ms_deform_attn_1d (cpu): value has ", S, " keys; the CPU kernels index keys with "
-              "int32 and take at most ", std::numeric_limits<int32_t>::max() - 2);
+  check_key_count(S);
   auto output = at::empty({N, Lq, M * D}, value.options());
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_1d_forward_cpu", [&] {
     auto kernel = D == 32 ? forward_kernel<scalar_t, 32>
@@ -336,9 +341,7 @@ std::vector<at::Tensor> ms_deform_attn_1d_backward_cpu(const at::Tensor& value,
   const int64_t N = value.size(0), S = value.size(1), M = value.size(2), D = value.size(3);
   const int64_t Lq = sampling_locations.size(1), L = sampling_locations.size(3),
                 P = sampling_locations.size(4);
-  TORCH_CHECK(S + 2 <= std::numeric_limits<int32_t>::max(),
-              "ms_deform_attn_1d (cpu): value has ", S, " keys; the CPU kernels index keys with "
-              "int32 and take at most ", std::numeric_limits<int32_t>::max() - 2);
+  check_key_count(S);
   TORCH_CHECK(grad_output.is_contiguous() && grad_output.scalar_type() == value.scalar_type() &&
                   grad_output.numel() == N * Lq * M * D,
               "ms_deform_attn_1d (cpu): grad_output must be a contiguous [N, Lq, M*D] tensor of the "
