@@ -119,6 +119,22 @@ def test_odd_batch_and_both_strategies_agree_in_float32(strategy: str) -> None:
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("value_dtype", [torch.bfloat16, torch.float16])
+def test_half_values_with_float32_weights_outside_autocast(strategy: str, value_dtype: torch.dtype) -> None:
+    """What the compiled op accepts (half values, fp32 locations/weights) the fallback accepts too:
+    summed in fp32, returned in the value's dtype, forward and backward."""
+    inputs = make_inputs(n_batch=2, n_queries=6, n_heads=2, head_dim=8, lengths=(8, 4), n_points=3)
+    value, lengths, starts, locations, weights = (x.float() if x.is_floating_point() else x for x in inputs)
+    low = value.to(value_dtype).requires_grad_()
+    got = ms_deform_attn_1d_pytorch(low, lengths, starts, locations, weights, strategy=strategy)
+    assert got.dtype == value_dtype
+    expected = naive_reference(low.detach().double(), lengths, starts, locations.double(), weights.double())
+    torch.testing.assert_close(got.double(), expected, rtol=1e-2, atol=1e-2)
+    got.float().sum().backward()
+    assert low.grad is not None and low.grad.dtype == value_dtype
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_full_scale_not_half_scale(strategy: str) -> None:
     """Sampling exactly at a cell center returns that cell: a ratio of 1, not OpenTAD's 0.5."""
     lengths = torch.tensor([4, 2])

@@ -37,11 +37,21 @@ def make_inputs(n=3, lengths=(7, 4, 1), heads=2, head_dim=30, queries=5, points=
     return [t.cuda() for t in (value, level_lengths, starts, locations, weights)]
 
 
-def forward_and_grads(op, value, lengths, starts, locations, weights):
+def forward_and_grads(op, value, lengths, starts, locations, weights, upstream_dtype=None):
+    """Output and (value, locations, weights) gradients for a fixed random upstream gradient, rounded
+    to ``upstream_dtype`` first when given (so a float32 reference sees the same upstream values as a
+    half-precision op)."""
     leaves = [t.detach().clone().requires_grad_() for t in (value, locations, weights)]
     out = op(leaves[0], lengths, starts, leaves[1], leaves[2])
-    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    upstream = upstream.to(upstream_dtype or out.dtype).to(out)
     return out.detach(), torch.autograd.grad(out, leaves, upstream)
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """``‖got − expected‖ / ‖expected‖`` in float64."""
+    got, expected = got.double(), expected.double()
+    return float((got - expected).norm() / expected.norm().clamp_min(1e-30))
 
 
 def compiled(*args):
@@ -88,13 +98,19 @@ def test_cuda_gradcheck_float64(cuda_backend) -> None:
 def test_cuda_half_precision_values_accumulate_in_float32(cuda_backend, dtype: torch.dtype) -> None:
     value, lengths, starts, locations, weights = make_inputs(head_dim=64, lengths=(64, 32, 16, 8), queries=40)
     low = value.to(dtype)
-    expected, expected_grads = forward_and_grads(ms_deform_attn_1d_pytorch, low.float(), lengths, starts, locations, weights)
+    expected, expected_grads = forward_and_grads(
+        ms_deform_attn_1d_pytorch, low.float(), lengths, starts, locations, weights, upstream_dtype=dtype
+    )
     got, got_grads = forward_and_grads(compiled, low, lengths, starts, locations, weights)
     assert got.dtype == dtype and got_grads[0].dtype == dtype and got_grads[1].dtype == torch.float32
     tolerance = 1e-2 if dtype == torch.float16 else 3e-2
     torch.testing.assert_close(got.float(), expected, atol=tolerance, rtol=tolerance)
-    for g, e in zip(got_grads, expected_grads):
-        torch.testing.assert_close(g.float(), e, atol=tolerance * 4, rtol=tolerance)
+    # The output and value gradient only round once (to the half dtype); the location and weight
+    # gradients are fp32 sums over D of products that cancel, so compare them as whole tensors
+    # (float32 accumulation keeps them far under a half-precision rounding step).
+    torch.testing.assert_close(got_grads[0].float(), expected_grads[0], atol=tolerance, rtol=tolerance)
+    for name, g, e in zip(("locations", "weights"), got_grads[1:], expected_grads[1:]):
+        assert relative_error(g, e) < 1e-4, (name, relative_error(g, e))
 
 
 def test_cuda_deterministic_backward_is_bitwise_repeatable(cuda_backend) -> None:

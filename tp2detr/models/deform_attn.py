@@ -129,7 +129,8 @@ def _sample_dense(value: Tensor, index: Tensor, weight: Tensor) -> Tensor:
     """Weighted tap sum as a batched matmul with a scattered ``[N·M, Lq, S]`` weight matrix.
 
     value ``[N, S, M, D]``; index / weight ``[N, Lq, M, L, P, 2]`` → ``[N, Lq, M·D]``.
-    Fastest with gradients for small S; memory grows with ``Lq · S``.
+    Fastest with gradients for small S; memory grows with ``Lq · S``. The result is in the value's
+    dtype; outside autocast, low-precision values are summed in the weights' precision.
     """
     n, s, m, d = value.shape
     lq = index.shape[1]
@@ -137,8 +138,12 @@ def _sample_dense(value: Tensor, index: Tensor, weight: Tensor) -> Tensor:
     weight = weight.permute(0, 2, 1, 3, 4, 5).reshape(n * m, lq, -1)
     matrix = weight.new_zeros(n * m, lq, s).scatter_add(2, index, weight)  # [N·M, Lq, S]
     per_head_value = value.permute(0, 2, 1, 3).reshape(n * m, s, d)
+    if per_head_value.dtype != matrix.dtype and not torch.is_autocast_enabled(value.device.type):
+        # bf16/fp16 values with fp32 weights outside autocast: sum in the weights' precision
+        # (as the sparse path and the compiled op do); autocast would pick bf16 for bmm itself.
+        per_head_value = per_head_value.to(matrix.dtype)
     out = torch.bmm(matrix, per_head_value)  # [N·M, Lq, D]
-    return out.view(n, m, lq, d).permute(0, 2, 1, 3).reshape(n, lq, m * d)
+    return out.view(n, m, lq, d).permute(0, 2, 1, 3).reshape(n, lq, m * d).to(value.dtype)
 
 
 def ms_deform_attn_1d_pytorch(
