@@ -8,7 +8,9 @@ ActivityNet encoder ΣT=480 over 256/128/64/32, Lq=480; all M=8, D=64, L=4, P=4)
 (``fwd`` under inference mode, ``fwd_bwd`` with gradients for value, locations and weights; on
 CUDA also ``fwd_bf16`` / ``fwd_bwd_bf16`` with a bf16 value as under autocast) it measures the
 fallback (``ms_deform_attn_1d_pytorch``) and the compiled backend in the same run: median
-milliseconds and peak memory growth (``tp2detr.engine.benchmark.measure``). JSON shape:
+milliseconds and peak memory growth (``tp2detr.engine.benchmark.measure``); on CUDA also the GPU
+busy time alone (``fallback_gpu_ms``, ``compiled_gpu_ms``, ``gpu_speedup``: kernel durations from
+``torch.profiler``, without the host's launch overhead, which dominates at these sizes). JSON shape:
 ``{DEVICE: {SHAPE: {PASS: {fallback_ms, compiled_ms, speedup, fallback_peak_mb, compiled_peak_mb}}},
 "meta": {...}, "train_step": {...}}``; the same is printed as a table. ``train_step`` compares one
 training step of the paper's THUMOS14 configuration with ``model.attn_backend`` = pytorch vs the
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from tp2detr.engine.benchmark import measure, synchronize
+from tp2detr.engine.benchmark import device_time_ms, measure, synchronize
 from tp2detr.io import atomic_write_json
 from tp2detr.models.deform_attn import ms_deform_attn_1d, ms_deform_attn_1d_pytorch
 from tp2detr.ops import register_compiled_backends
@@ -86,8 +88,10 @@ def bench_op(device: torch.device, backend: str, repeats: int) -> dict:
         results[shape] = {}
         for name, dtype, backward in passes:
             inputs = make_inputs(shape, device, dtype)
-            fallback = measure(_runner(ms_deform_attn_1d_pytorch, inputs, backward), repeats, device)
-            ours = measure(_runner(compiled, inputs, backward), repeats, device)
+            fallback_run = _runner(ms_deform_attn_1d_pytorch, inputs, backward)
+            compiled_run = _runner(compiled, inputs, backward)
+            fallback = measure(fallback_run, repeats, device)
+            ours = measure(compiled_run, repeats, device)
             results[shape][name] = {
                 "fallback_ms": fallback["ms"],
                 "compiled_ms": ours["ms"],
@@ -95,6 +99,13 @@ def bench_op(device: torch.device, backend: str, repeats: int) -> dict:
                 "fallback_peak_mb": fallback["peak_mb"],
                 "compiled_peak_mb": ours["peak_mb"],
             }
+            if device.type == "cuda":  # GPU busy time alone, without the host's launch overhead
+                fallback_gpu = device_time_ms(fallback_run, repeats, device)
+                compiled_gpu = device_time_ms(compiled_run, repeats, device)
+                results[shape][name].update(
+                    fallback_gpu_ms=fallback_gpu, compiled_gpu_ms=compiled_gpu,
+                    gpu_speedup=fallback_gpu / compiled_gpu if fallback_gpu and compiled_gpu else None,
+                )
     return results
 
 
@@ -138,14 +149,19 @@ def bench_train_step(device: torch.device, backend: str, steps: int, overrides: 
 
 
 def print_table(device: str, results: dict) -> None:
+    gpu = device == "cuda"
     print(f"{'shape':<16}{'pass':<14}{'fallback ms':>12}{'compiled ms':>12}{'speedup':>9}"
-          f"{'fb peak MB':>11}{'op peak MB':>11}")
+          f"{'fb peak MB':>11}{'op peak MB':>11}"
+          + (f"{'fb GPU ms':>11}{'op GPU ms':>11}{'GPU x':>8}" if gpu else ""))
     for shape, passes in results.items():
         for name, r in passes.items():
             fb_peak = "-" if r["fallback_peak_mb"] is None else f"{r['fallback_peak_mb']:.1f}"
             op_peak = "-" if r["compiled_peak_mb"] is None else f"{r['compiled_peak_mb']:.1f}"
-            print(f"{shape:<16}{name:<14}{r['fallback_ms']:>12.2f}{r['compiled_ms']:>12.2f}{r['speedup']:>8.1f}x"
-                  f"{fb_peak:>11}{op_peak:>11}")
+            row = (f"{shape:<16}{name:<14}{r['fallback_ms']:>12.3f}{r['compiled_ms']:>12.3f}{r['speedup']:>8.1f}x"
+                   f"{fb_peak:>11}{op_peak:>11}")
+            if gpu and r.get("gpu_speedup"):
+                row += f"{r['fallback_gpu_ms']:>11.3f}{r['compiled_gpu_ms']:>11.3f}{r['gpu_speedup']:>7.1f}x"
+            print(row)
 
 
 def main(argv: list[str]) -> int:

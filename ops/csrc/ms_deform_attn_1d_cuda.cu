@@ -18,6 +18,9 @@ namespace {
 
 constexpr int kThreads = 256;  // a multiple of the warp size (the backward kernel relies on it)
 constexpr int64_t kMaxBlocks = int64_t(1) << 30;
+// Below this many elements (and warp threads) the forward kernel indexes with int32: offsets and the
+// grid-stride counter then stay under 2^31 with room to spare.
+constexpr int64_t kInt32IndexLimit = int64_t(1) << 30;
 
 int blocks_for(int64_t work_items) {
   const int64_t blocks = (work_items + kThreads - 1) / kThreads;
@@ -48,16 +51,30 @@ at::Tensor ms_deform_attn_1d_forward_cuda(const at::Tensor& value, const at::Ten
   const int64_t Lq = sampling_locations.size(1), L = sampling_locations.size(3),
                 P = sampling_locations.size(4);
   auto output = at::empty({N, Lq, M * D}, value.options());
-  const int64_t total = N * Lq * M * D;
-  if (total == 0) return output;
+  const int64_t rows = N * Lq * M;
+  if (rows == 0 || D == 0) return output;
   const auto stream = c10::cuda::getCurrentCUDAStream();
+  // 32-bit index arithmetic when every offset (and the grid-stride row counter) stays far from 2^31.
+  const bool small = std::max({value.numel(), output.numel(), sampling_locations.numel(),
+                               rows * cuda::kWarpSize}) < kInt32IndexLimit;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_1d_forward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        cuda::forward_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
-            value.data_ptr<scalar_t>(), level_lengths.data_ptr<int64_t>(),
-            level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
-            attention_weights.data_ptr<acc_t>(), output.data_ptr<scalar_t>(), N, S, M, D, Lq, L, P);
+        const int blocks = blocks_for(rows * cuda::kWarpSize);
+        if (small) {
+          cuda::forward_kernel<scalar_t, acc_t, int32_t><<<blocks, kThreads, 0, stream>>>(
+              value.data_ptr<scalar_t>(), level_lengths.data_ptr<int64_t>(),
+              level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
+              attention_weights.data_ptr<acc_t>(), output.data_ptr<scalar_t>(),
+              static_cast<int32_t>(N), static_cast<int32_t>(S), static_cast<int32_t>(M),
+              static_cast<int32_t>(D), static_cast<int32_t>(Lq), static_cast<int32_t>(L),
+              static_cast<int32_t>(P));
+        } else {
+          cuda::forward_kernel<scalar_t, acc_t, int64_t><<<blocks, kThreads, 0, stream>>>(
+              value.data_ptr<scalar_t>(), level_lengths.data_ptr<int64_t>(),
+              level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
+              attention_weights.data_ptr<acc_t>(), output.data_ptr<scalar_t>(), N, S, M, D, Lq, L, P);
+        }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
   return output;

@@ -49,40 +49,81 @@ __device__ __forceinline__ acc_t warp_sum(acc_t x) {
   return x;
 }
 
-// One thread per output element (n, q, m, d); adjacent threads read adjacent channels.
-template <typename scalar_t, typename acc_t>
+// Channels each lane accumulates per pass of the forward kernel: one pass covers D <= 128.
+constexpr int kForwardChannelsPerLane = 4;
+
+// One warp per (n, q, m) row. Lane j computes the taps of samples j, j + 32, ... once (instead of
+// every channel recomputing every sample's taps); the warp then walks the samples in (l, p) order,
+// broadcasting each one's two key offsets and tap weights with shuffles, and lane j accumulates the
+// channels d = j, j + 32, ... in acc_t (any D, in passes of 32 * kForwardChannelsPerLane).
+// index_t is int32_t when every offset fits (the launcher checks), else int64_t.
+template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ value, const int64_t* __restrict__ lengths,
                                const int64_t* __restrict__ starts, const acc_t* __restrict__ locations,
                                const acc_t* __restrict__ weights, scalar_t* __restrict__ output,
-                               int64_t N, int64_t S, int64_t M, int64_t D, int64_t Lq, int64_t L,
-                               int64_t P) {
-  const int64_t total = N * Lq * M * D;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; index < total;
-       index += stride) {
-    const int64_t d = index % D;
-    const int64_t row = index / D;  // (n, q, m)
-    const int64_t m = row % M;
-    const int64_t n = row / (Lq * M);
-    const acc_t* loc = locations + row * L * P;
-    const acc_t* att = weights + row * L * P;
-    acc_t sum = acc_t(0);
-    for (int64_t l = 0; l < L; ++l) {
-      const int64_t length = lengths[l];
-      const scalar_t* level_value = value + ((n * S + starts[l]) * M + m) * D + d;
-      for (int64_t p = 0; p < P; ++p) {
-        const DeviceTaps<acc_t> taps = device_taps(loc[l * P + p], length);
-        if (!taps.valid) continue;
-        const acc_t w = att[l * P + p];
-        if (taps.low_inside) {
-          sum += w * (acc_t(1) - taps.frac) * static_cast<acc_t>(level_value[taps.low * M * D]);
+                               index_t N, index_t S, index_t M, index_t D, index_t Lq, index_t L,
+                               index_t P) {
+  const index_t rows = N * Lq * M;
+  const index_t samples = L * P;
+  const index_t key_stride = M * D;  // elements between consecutive keys of one head
+  const int lane = threadIdx.x % kWarpSize;
+  const index_t warps_per_grid = static_cast<index_t>(gridDim.x) * (blockDim.x / kWarpSize);
+  // blockDim.x is a multiple of 32, so every lane of a warp sees the same row: shuffles are safe.
+  for (index_t row = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarpSize;
+       row < rows; row += warps_per_grid) {
+    const index_t m = row % M;
+    const index_t n = row / (Lq * M);
+    const scalar_t* head_value = value + (n * S * M + m) * D;  // key k, channel d: [k * key_stride + d]
+    const acc_t* loc = locations + row * samples;
+    const acc_t* att = weights + row * samples;
+    for (index_t d0 = 0; d0 < D; d0 += kWarpSize * kForwardChannelsPerLane) {
+      acc_t sum[kForwardChannelsPerLane];
+#pragma unroll
+      for (int i = 0; i < kForwardChannelsPerLane; ++i) sum[i] = acc_t(0);
+      for (index_t s0 = 0; s0 < samples; s0 += kWarpSize) {
+        // This lane's sample: key offsets (-1 = tap outside its level) and tap weights.
+        index_t my_low = -1, my_high = -1;
+        acc_t my_c_low = acc_t(0), my_c_high = acc_t(0);
+        const index_t s = s0 + lane;
+        if (s < samples) {
+          const index_t l = s / P;
+          const index_t length = static_cast<index_t>(lengths[l]);
+          const DeviceTaps<acc_t> taps = device_taps(loc[s], static_cast<int64_t>(length));
+          if (taps.valid) {
+            const acc_t w = att[s];
+            const index_t key = static_cast<index_t>(starts[l]) + static_cast<index_t>(taps.low);
+            if (taps.low_inside) {
+              my_low = key * key_stride;
+              my_c_low = w * (acc_t(1) - taps.frac);
+            }
+            if (taps.high_inside) {
+              my_high = (key + 1) * key_stride;
+              my_c_high = w * taps.frac;
+            }
+          }
         }
-        if (taps.high_inside) {
-          sum += w * taps.frac * static_cast<acc_t>(level_value[(taps.low + 1) * M * D]);
+        const index_t count = samples - s0 < kWarpSize ? samples - s0 : kWarpSize;
+        for (index_t j = 0; j < count; ++j) {
+          const index_t low = __shfl_sync(0xffffffffu, my_low, static_cast<int>(j));
+          const index_t high = __shfl_sync(0xffffffffu, my_high, static_cast<int>(j));
+          const acc_t c_low = __shfl_sync(0xffffffffu, my_c_low, static_cast<int>(j));
+          const acc_t c_high = __shfl_sync(0xffffffffu, my_c_high, static_cast<int>(j));
+#pragma unroll
+          for (int i = 0; i < kForwardChannelsPerLane; ++i) {
+            const index_t d = d0 + lane + i * kWarpSize;
+            if (d < D) {
+              if (low >= 0) sum[i] += c_low * static_cast<acc_t>(head_value[low + d]);
+              if (high >= 0) sum[i] += c_high * static_cast<acc_t>(head_value[high + d]);
+            }
+          }
         }
       }
+#pragma unroll
+      for (int i = 0; i < kForwardChannelsPerLane; ++i) {
+        const index_t d = d0 + lane + i * kWarpSize;
+        if (d < D) output[row * D + d] = static_cast<scalar_t>(sum[i]);
+      }
     }
-    output[index] = static_cast<scalar_t>(sum);
   }
 }
 

@@ -74,7 +74,12 @@ def test_cuda_matches_fallback(cuda_backend, head_dim: int, deterministic: bool)
         torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("case", [{"lengths": (1,), "points": 1, "n": 1}, {"lengths": (5, 1, 2), "points": 1, "n": 5}])
+@pytest.mark.parametrize("case", [
+    {"lengths": (1,), "points": 1, "n": 1},
+    {"lengths": (5, 1, 2), "points": 1, "n": 5},
+    {"lengths": (9, 5, 3, 2), "points": 9, "n": 2},  # L·P = 36 > 32: the forward's samples span two warp chunks
+    {"lengths": (6, 3), "points": 16, "n": 1, "heads": 3},  # L·P = 32 exactly, odd head count
+])
 def test_cuda_edge_shapes_float64(cuda_backend, case: dict) -> None:
     inputs = make_inputs(dtype=torch.float64, head_dim=7, **case)
     expected, expected_grads = forward_and_grads(ms_deform_attn_1d_pytorch, *inputs)

@@ -91,3 +91,23 @@ def peak_resident_mb() -> float:
     """Peak resident set of this process in MiB since start or since the last measurement's reset
     (after :func:`measure` on CPU: the whole process's peak during its memory call)."""
     return _resident_kib()["VmHWM"] / 1024
+
+
+def device_time_ms(fn: Callable[[], Any], repeats: int, device: torch.device | str | None) -> float | None:
+    """Mean GPU time per call of ``fn`` in milliseconds: the summed durations of every CUDA kernel,
+    memset and copy that ``torch.profiler`` records over ``repeats`` calls (after one warm-up call),
+    divided by ``repeats``. It leaves out the host's launch and Python overhead that the wall time
+    of :func:`measure` includes. None on CPU."""
+    if device is None or torch.device(device).type != "cuda":
+        return None
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            fn()
+        synchronize(device)
+    busy_us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
+    return busy_us / 1000 / repeats
