@@ -14,3 +14,8 @@ class DataFormatError(TP2DETRError, ValueError):
 
 class MissingDataError(TP2DETRError, FileNotFoundError):
     """An input file, video or key that the protocol needs does not exist."""
+
+
+class ExtractionError(TP2DETRError, ValueError):
+    """A video cannot be turned into features (unreadable, no video stream, too short), or the
+    CLIP model to embed it with cannot be loaded."""
