@@ -19,7 +19,9 @@ the protocol's ground truth of ``dataset`` / ``split`` (no model, no features ne
 Written to ``out_dir`` (default: the Hydra run folder ``outputs/eval/<date>/<time>``):
 ``predictions.json`` (checkpoint mode; every evaluation video, ActivityNet results format),
 ``eval_metrics.json`` (see :func:`result_document`), ``eval_config.yaml`` (the config used), and
-Hydra's ``.hydra/`` and ``eval.log``. The Table-1 style metrics table is printed.
+Hydra's ``.hydra/`` and ``eval.log``. The Table-1 style metrics table is printed. With
+``plots=true``, the figures of :mod:`tp2detr.viz.report` go into ``plots/`` (the saliency figures
+need a model: checkpoint mode only) and are listed under ``"figures"``.
 
 Exit status: 0 on success; 2 on bad input (one ``error: ...`` line on stderr); Hydra's own
 errors (unknown group choice, unknown key) exit with 1.
@@ -50,7 +52,7 @@ from tp2detr.io import atomic_open, atomic_write_json
 log = logging.getLogger("tp2detr.eval")
 
 #: Top-level keys of ``configs/eval.yaml`` that configure this command, not the evaluated model.
-APP_KEYS = frozenset({"ckpt", "predictions", "out_dir", "device", "precision", "eval"})
+APP_KEYS = frozenset({"ckpt", "predictions", "out_dir", "device", "precision", "eval", "plots", "plots_videos"})
 #: Errors that mean bad input (exit status 2). ``CheckpointError`` is a ``TP2DETRError``.
 BAD_INPUT_ERRORS = (TP2DETRError, ValueError, OSError, OmegaConfBaseException)
 #: Prefixes a wrapped model adds to its state_dict keys (DDP, ``torch.compile``).
@@ -192,7 +194,8 @@ def result_document(
 ) -> dict[str, Any]:
     """``eval_metrics.json``: ``{"mode": "checkpoint" | "predictions", "source": path, "dataset",
     "split", "split_id", "epoch", "device", "precision", "num_windows", "inference_seconds",
-    "eval": METRICS}`` (see :mod:`tp2detr.engine.evaluation`)."""
+    "eval": METRICS}`` (see :mod:`tp2detr.engine.evaluation`); with ``plots=true`` the caller adds
+    ``"figures"``: the written PNGs, relative to the output folder."""
     return {
         "mode": mode,
         "source": source,
@@ -206,6 +209,29 @@ def result_document(
         "inference_seconds": inference_seconds,
         "eval": metrics,
     }
+
+
+def write_figures(
+    app: DictConfig,
+    out_dir: Path,
+    predictions: Mapping[str, Any],
+    protocol: Any,
+    cfg: DictConfig,
+    metrics: Mapping[str, Any],
+    **model_inputs: Any,
+) -> list[str]:
+    """``plots=true``: :func:`tp2detr.viz.report.write_eval_figures` into ``out_dir/plots`` with
+    ``app.plots_videos`` example videos (``model_inputs``: its ``model``, ``dataset``, ``device``
+    in checkpoint mode). Returns the written paths relative to ``out_dir``, each one logged."""
+    from tp2detr.viz.report import write_eval_figures
+
+    paths = write_eval_figures(
+        out_dir / "plots", predictions, protocol, cfg, metrics, num_videos=int(app.get("plots_videos", 3)),
+        **model_inputs,
+    )
+    for path in paths:
+        log.info("figure: %s", path)
+    return [str(path.relative_to(out_dir)) for path in paths]
 
 
 def _save_config(path: Path, cfg: DictConfig) -> None:
@@ -269,7 +295,7 @@ def evaluate_checkpoint(app: DictConfig, overrides: Sequence[str], out_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / "predictions.json", predictions)
     _save_config(out_dir / "eval_config.yaml", cfg)
-    return result_document(
+    document = result_document(
         "checkpoint",
         str(path),
         cfg,
@@ -280,6 +306,11 @@ def evaluate_checkpoint(app: DictConfig, overrides: Sequence[str], out_dir: Path
         num_windows=len(windows),
         inference_seconds=round(seconds, 3),
     )
+    if app.get("plots"):
+        document["figures"] = write_figures(
+            app, out_dir, predictions, bundle.protocol, cfg, metrics, model=model, dataset=dataset, device=device
+        )
+    return document
 
 
 def evaluate_results_file(app: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -306,7 +337,10 @@ def evaluate_results_file(app: DictConfig, out_dir: Path) -> dict[str, Any]:
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     _save_config(out_dir / "eval_config.yaml", app)
-    return result_document("predictions", str(path), app, metrics)
+    document = result_document("predictions", str(path), app, metrics)
+    if app.get("plots"):
+        document["figures"] = write_figures(app, out_dir, predictions, bundle.protocol, app, metrics)
+    return document
 
 
 def summary_text(document: Mapping[str, Any], out_dir: Path) -> str:
@@ -327,6 +361,8 @@ def summary_text(document: Mapping[str, Any], out_dir: Path) -> str:
     )
     written = [name for name in ("predictions.json", "eval_metrics.json") if (out_dir / name).is_file()]
     lines.append("wrote " + ", ".join(str(out_dir / name) for name in written))
+    if document.get("figures"):
+        lines.append(f"wrote {len(document['figures'])} figures into {out_dir / 'plots'}")
     return "\n".join(lines)
 
 
