@@ -42,7 +42,7 @@ from tp2detr.config import compose
 from tp2detr.data.builder import build_dataset, load_data, make_synthetic_features
 from tp2detr.data.dataset import collate_samples
 from tp2detr.engine.benchmark import measure
-from tp2detr.engine.evaluation import length_bins_for, evaluate_proposals
+from tp2detr.engine.evaluation import evaluate_proposals, length_bins_for
 from tp2detr.engine.inference import PRECISIONS, predict_batches, video_proposals
 from tp2detr.io import atomic_write_json
 from tp2detr.models.builder import build_model
@@ -92,7 +92,7 @@ def time_test_set(cfg, model: torch.nn.Module, device: torch.device, precision: 
     """Seconds for the whole THUMOS test set: data, forward, stitching and evaluation."""
     bundle = load_data(cfg)
     dataset = build_dataset(cfg, bundle, training=False)
-    collate = lambda samples: collate_samples(samples, pad_multiple=model.length_multiple)  # noqa: E731
+    collate = lambda samples: collate_samples(samples, pad_multiple=model.length_multiple)
     loader = DataLoader(dataset, batch_size=64, shuffle=False, collate_fn=collate,
                         num_workers=int(cfg.data.num_workers))
     protocol = bundle.protocol

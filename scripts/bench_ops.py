@@ -6,9 +6,14 @@
 For each shape (THUMOS encoder N=16, ΣT=240 over 128/64/32/16, Lq=240; THUMOS decoder Lq=40;
 ActivityNet encoder ΣT=480 over 256/128/64/32, Lq=480; all M=8, D=64, L=4, P=4) and pass
 (``fwd`` under inference mode, ``fwd_bwd`` with gradients for value, locations and weights; on
-CUDA also ``fwd_bf16`` / ``fwd_bwd_bf16`` with a bf16 value as under autocast) it measures the
-fallback (``ms_deform_attn_1d_pytorch``) and the compiled backend in the same run: median
-milliseconds and peak memory growth (``tp2detr.engine.benchmark.measure``); on CUDA also the GPU
+CUDA also ``fwd_bf16`` / ``fwd_bwd_bf16`` with a bf16 value as under autocast) — with sampling
+locations as the model makes them (``--locations model``, the default: local samples around each
+query's reference point) or uniform over the levels (``--locations uniform``: the worst case for the
+caches) — it measures the
+fallback (``ms_deform_attn_1d_pytorch``) and the compiled backend in the same run, timed in turn
+(fallback, compiled, fallback, ...: ``tp2detr.engine.benchmark.measure_interleaved``): median
+milliseconds of each, ``speedup`` = the median of the per-round ratios (robust to the drifting speed
+of a shared machine), and peak memory growth (``tp2detr.engine.benchmark.measure``); on CUDA also the GPU
 busy time alone (``fallback_gpu_ms``, ``compiled_gpu_ms``, ``gpu_speedup``: kernel durations from
 ``torch.profiler``, without the host's launch overhead, which dominates at these sizes). JSON shape:
 ``{DEVICE: {SHAPE: {PASS: {fallback_ms, compiled_ms, speedup, fallback_peak_mb, compiled_peak_mb}}},
@@ -28,7 +33,12 @@ from pathlib import Path
 
 import torch
 
-from tp2detr.engine.benchmark import device_time_ms, measure, synchronize
+from tp2detr.engine.benchmark import (
+    device_time_ms,
+    measure,
+    measure_interleaved,
+    synchronize,
+)
 from tp2detr.io import atomic_write_json
 from tp2detr.models.deform_attn import ms_deform_attn_1d, ms_deform_attn_1d_pytorch
 from tp2detr.ops import register_compiled_backends
@@ -41,9 +51,38 @@ SHAPES = {
 BATCH, HEADS, HEAD_DIM, POINTS = 16, 8, 64, 4
 
 
-def make_inputs(shape: str, device: torch.device, value_dtype: torch.dtype, seed: int = 0) -> dict:
+def model_locations(shape: str, generator: torch.Generator) -> torch.Tensor:
+    """Sampling locations ``[N, Lq, M, L, P]`` as the model produces them: an ``MSDeformAttn1D`` of the
+    paper's size (its own offset initialisation, plus a small random offset weight so that offsets vary
+    by about ±0.5 cells from query to query, as after training) applied to random queries at the
+    encoder's reference points (every token's own position) or, for the decoder, at random
+    (centre, width) reference boxes."""
+    from tp2detr.models.deform_attn import MSDeformAttn1D
+    from tp2detr.models.encoder import encoder_reference_points
+
+    spec = SHAPES[shape]
+    levels, channels = len(spec["lengths"]), HEADS * HEAD_DIM
+    lengths = torch.tensor(spec["lengths"], dtype=torch.int64)
+    attention = MSDeformAttn1D(channels, levels, HEADS, POINTS, backend="pytorch")
+    with torch.no_grad():
+        attention.sampling_offsets.weight.normal_(0.0, 0.02, generator=generator)
+        if spec["queries"] is None:  # encoder: every token queries from its own position
+            references = encoder_reference_points(spec["lengths"], torch.ones(BATCH, levels, 1))
+        else:  # decoder: (centre, width) boxes
+            centre = torch.rand(BATCH, spec["queries"], 1, 1, generator=generator)
+            width = 0.05 + 0.45 * torch.rand(BATCH, spec["queries"], 1, 1, generator=generator)
+            references = torch.cat((centre, width), dim=-1).expand(-1, -1, levels, -1)
+        query = torch.randn(BATCH, references.shape[1], channels, generator=generator)
+        return attention.sampling_locations(query, references, lengths)
+
+
+def make_inputs(shape: str, device: torch.device, value_dtype: torch.dtype, seed: int = 0,
+                locations: str = "model") -> dict:
     """Random op inputs of a named shape: value ``[N, S, M, D]`` and locations/weights ``[N, Lq, M, L, P]``
-    (locations spread over [-0.1, 1.1] so some taps fall in the zero padding)."""
+    (weights: a softmax over each head's L·P samples of standard normal logits). ``locations``:
+    ``"model"`` (:func:`model_locations`: local samples around each query's reference point, as in
+    the model) or ``"uniform"`` (uniform over [-0.1, 1.1]: random keys anywhere, some taps in the zero
+    padding; the worst case for cache locality)."""
     spec = SHAPES[shape]
     lengths = torch.tensor(spec["lengths"], dtype=torch.int64, device=device)
     starts = torch.cat((lengths.new_zeros(1), lengths.cumsum(0)[:-1]))
@@ -52,10 +91,16 @@ def make_inputs(shape: str, device: torch.device, value_dtype: torch.dtype, seed
     levels = len(spec["lengths"])
     generator = torch.Generator(device="cpu").manual_seed(seed)
     value = torch.randn(BATCH, total, HEADS, HEAD_DIM, generator=generator).to(device, value_dtype)
-    locations = (torch.rand(BATCH, queries, HEADS, levels, POINTS, generator=generator) * 1.2 - 0.1).to(device)
-    weights = torch.rand(BATCH, queries, HEADS, levels, POINTS, generator=generator).to(device)
-    weights = weights / weights.sum(dim=(-1, -2), keepdim=True)
-    return {"value": value, "lengths": lengths, "starts": starts, "locations": locations, "weights": weights}
+    if locations == "model":
+        sampled = model_locations(shape, generator)
+    elif locations == "uniform":
+        sampled = torch.rand(BATCH, queries, HEADS, levels, POINTS, generator=generator) * 1.2 - 0.1
+    else:
+        raise ValueError(f"locations: expected 'model' or 'uniform', found {locations!r}")
+    logits = torch.randn(BATCH, queries, HEADS, levels * POINTS, generator=generator)
+    weights = logits.softmax(-1).view(BATCH, queries, HEADS, levels, POINTS)
+    return {"value": value, "lengths": lengths, "starts": starts, "locations": sampled.contiguous().to(device),
+            "weights": weights.to(device)}
 
 
 def _runner(op, inputs: dict, backward: bool):
@@ -75,7 +120,7 @@ def _runner(op, inputs: dict, backward: bool):
     return run_with_grad
 
 
-def bench_op(device: torch.device, backend: str, repeats: int) -> dict:
+def bench_op(device: torch.device, backend: str, repeats: int, locations: str = "model") -> dict:
     """``{SHAPE: {PASS: {...}}}`` for the fallback vs ``backend`` on ``device``."""
     def compiled(*args):
         return ms_deform_attn_1d(*args, backend=backend)
@@ -87,17 +132,18 @@ def bench_op(device: torch.device, backend: str, repeats: int) -> dict:
     for shape in SHAPES:
         results[shape] = {}
         for name, dtype, backward in passes:
-            inputs = make_inputs(shape, device, dtype)
+            inputs = make_inputs(shape, device, dtype, locations=locations)
             fallback_run = _runner(ms_deform_attn_1d_pytorch, inputs, backward)
             compiled_run = _runner(compiled, inputs, backward)
-            fallback = measure(fallback_run, repeats, device)
-            ours = measure(compiled_run, repeats, device)
+            timing = measure_interleaved({"fallback": fallback_run, "compiled": compiled_run}, repeats, device)
+            fallback_peak = measure(fallback_run, 1, device)["peak_mb"]
+            compiled_peak = measure(compiled_run, 1, device)["peak_mb"]
             results[shape][name] = {
-                "fallback_ms": fallback["ms"],
-                "compiled_ms": ours["ms"],
-                "speedup": fallback["ms"] / ours["ms"],
-                "fallback_peak_mb": fallback["peak_mb"],
-                "compiled_peak_mb": ours["peak_mb"],
+                "fallback_ms": timing["fallback_ms"],
+                "compiled_ms": timing["compiled_ms"],
+                "speedup": timing["ratio_compiled"],
+                "fallback_peak_mb": fallback_peak,
+                "compiled_peak_mb": compiled_peak,
             }
             if device.type == "cuda":  # GPU busy time alone, without the host's launch overhead
                 fallback_gpu = device_time_ms(fallback_run, repeats, device)
@@ -112,7 +158,7 @@ def bench_op(device: torch.device, backend: str, repeats: int) -> dict:
 def cuda_bandwidth(device: torch.device, forward_ms: float) -> dict:
     """The THUMOS-encoder fp32 forward's minimum traffic (read value, locations, weights; write the
     output) over its time, against a device-to-device copy of 1 GiB (read + write)."""
-    inputs = make_inputs("thumos_encoder", device, torch.float32)
+    inputs = make_inputs("thumos_encoder", device, torch.float32, locations="uniform")
     out_bytes = inputs["value"].numel() * 4  # Lq = S at the encoder shape: output size = value size
     moved = sum(inputs[k].numel() * inputs[k].element_size() for k in ("value", "locations", "weights")) + out_bytes
     source = torch.empty(1 << 28, dtype=torch.float32, device=device)
@@ -171,15 +217,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (median)")
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per backend; 0 = skip")
+    parser.add_argument("--locations", choices=["model", "uniform"], default="model",
+                        help="sampling locations: as the model makes them (local) or uniform over the levels")
     args, overrides = parser.parse_known_args(argv)
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     backend = "cpp" if device.type == "cpu" else "cuda"
     register_compiled_backends(backend)
-    results = bench_op(device, backend, args.repeats)
+    results = bench_op(device, backend, args.repeats, args.locations)
     meta = {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "backend": backend, "repeats": args.repeats,
+            "torch": torch.__version__, "backend": backend, "repeats": args.repeats, "locations": args.locations,
             "shape": {"N": BATCH, "M": HEADS, "D": HEAD_DIM, "L": 4, "P": POINTS,
                       "levels": {k: v["lengths"] for k, v in SHAPES.items()}},
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
@@ -187,7 +235,7 @@ def main(argv: list[str]) -> int:
         meta["bandwidth"] = cuda_bandwidth(device, results["thumos_encoder"]["fwd"]["compiled_ms"])
     report: dict = {args.device: results, "meta": meta}
     print(f"1-D deformable attention, {args.device}, {meta['gpu'] or str(meta['threads']) + ' threads'}, "
-          f"torch {torch.__version__}, median of {args.repeats}")
+          f"torch {torch.__version__}, median of {args.repeats}, {args.locations} sampling locations")
     print_table(args.device, results)
     if device.type == "cuda":
         bw = meta["bandwidth"]

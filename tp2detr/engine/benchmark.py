@@ -13,7 +13,8 @@ import ctypes
 import ctypes.util
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -21,10 +22,15 @@ FAST_ALLOCATION, EXACT_MEMORY = 32 << 20, 128 << 10
 
 
 def _set_mmap_threshold(num_bytes: int) -> None:
+    """Blocks of at least ``num_bytes`` are mmapped; the heap's top is given back to the system only
+    beyond twice that (glibc's own steady state: setting the mmap threshold by hand switches off
+    its dynamic rule, which keeps the trim threshold at twice the mmap threshold; without this,
+    every large free would return pages that the next allocation faults in again)."""
     name = ctypes.util.find_library("c")
     if name:
         libc = ctypes.CDLL(name)
         libc.mallopt(-3, int(num_bytes))  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 2 * int(num_bytes))  # M_TRIM_THRESHOLD
         libc.malloc_trim(0)
 
 
@@ -111,3 +117,32 @@ def device_time_ms(fn: Callable[[], Any], repeats: int, device: torch.device | s
         synchronize(device)
     busy_us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
     return busy_us / 1000 / repeats
+
+
+def measure_interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, device: torch.device | str | None = None
+) -> dict[str, Any]:
+    """Median milliseconds of several callables timed in turn (a, b, a, b, ...) after one warm-up
+    call each, so that a slow drift of the machine's speed (other tenants of a shared host) hits
+    them alike; plus, for the first callable against each other one, the median of the per-round
+    time ratios (``ratio_<name>``: first / name), which is robust to such drifts.
+
+    Returns:
+        ``{"<name>_ms": float, ..., "ratio_<name>": float, ...}``.
+    """
+    _set_mmap_threshold(FAST_ALLOCATION)
+    for fn in fns.values():
+        fn()
+    synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - started)
+    result: dict[str, Any] = {f"{name}_ms": 1000 * statistics.median(t) for name, t in times.items()}
+    first, *others = list(fns)
+    for name in others:
+        result[f"ratio_{name}"] = statistics.median(a / b for a, b in zip(times[first], times[name]))
+    return result
