@@ -90,6 +90,21 @@ def test_edge_shapes_match_fallback_in_float64(extension, case: dict) -> None:
     assert_matches_fallback(extension, inputs, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("head_dim", [32, 64])
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"n": 1, "lengths": (1,), "points": 1},  # one sample per query
+        {"n": 3, "lengths": (5, 3, 2), "points": 3},  # L·P = 9
+        {"n": 2, "lengths": (16, 8, 4, 2), "points": 4, "heads": 3},  # L·P = 16, the paper's
+    ],
+)
+def test_specialised_float32_head_dims_match_fallback(extension, head_dim: int, case: dict) -> None:
+    """Float32 with D = 32 / 64 runs the compile-time-specialised loops (registers, tree sums)."""
+    inputs = make_inputs(head_dim=head_dim, seed=head_dim + case["n"], **case)
+    assert_matches_fallback(extension, inputs, atol=2e-5, rtol=1e-5)
+
+
 def test_locations_on_and_beyond_the_padding_boundaries(extension) -> None:
     value, lengths, starts, _, _ = make_inputs(n=1, lengths=(4, 2), heads=1, queries=1, points=8, dtype=torch.float64)
     # On a level of length T, t = loc·T − 0.5: t = −1 (loc = −0.5/T) and t = T (loc = 1 + 0.5/T)
