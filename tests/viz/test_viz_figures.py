@@ -16,8 +16,14 @@ from tp2detr.viz.breakdown import breakdown_figure
 from tp2detr.viz.canvas import new_figure, save_png
 from tp2detr.viz.confidence import confidence_figure, confidence_points
 from tp2detr.viz.durations import annotation_durations, duration_histogram_figure
-from tp2detr.viz.precision_recall import precision_recall_curves, precision_recall_figure
-from tp2detr.viz.proposals import proposal_timeline_figure, proposals_vs_ground_truth_figure
+from tp2detr.viz.precision_recall import (
+    precision_recall_curves,
+    precision_recall_figure,
+)
+from tp2detr.viz.proposals import (
+    proposal_timeline_figure,
+    proposals_vs_ground_truth_figure,
+)
 from tp2detr.viz.saliency import saliency_figure, window_saliency
 
 RNG_SEED = 7

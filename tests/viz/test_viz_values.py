@@ -21,7 +21,12 @@ from tp2detr.losses.matcher import HungarianMatcher
 from tp2detr.viz.breakdown import breakdown_runs, load_breakdown
 from tp2detr.viz.canvas import file_stem
 from tp2detr.viz.confidence import confidence_points, correlations
-from tp2detr.viz.durations import action_durations, annotation_durations, duration_histograms, histogram_counts
+from tp2detr.viz.durations import (
+    action_durations,
+    annotation_durations,
+    duration_histograms,
+    histogram_counts,
+)
 from tp2detr.viz.precision_recall import precision_recall_curves
 from tp2detr.viz.proposals import (
     assign_lanes,

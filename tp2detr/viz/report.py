@@ -36,7 +36,10 @@ from tp2detr.viz.breakdown import breakdown_figure
 from tp2detr.viz.canvas import file_stem, save_png
 from tp2detr.viz.confidence import confidence_figure, confidence_points
 from tp2detr.viz.durations import action_durations, duration_histogram_figure
-from tp2detr.viz.precision_recall import precision_recall_curves, precision_recall_figure
+from tp2detr.viz.precision_recall import (
+    precision_recall_curves,
+    precision_recall_figure,
+)
 from tp2detr.viz.proposals import (
     matcher_from_config,
     proposals_vs_ground_truth_figure,
