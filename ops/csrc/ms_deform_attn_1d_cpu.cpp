@@ -9,6 +9,7 @@
 // task writes only its own slice: no atomics, a fixed summation order, bitwise repeatable results
 // for any thread count.
 #include "ms_deform_attn_1d.h"
+#include "ms_deform_attn_1d_cpu_avx2.h"
 
 #include <ATen/Parallel.h>
 
@@ -16,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace tp2detr_ops {
@@ -239,12 +241,25 @@ void backward_kernel(const scalar_t* __restrict value, const int64_t* lengths, c
   const int64_t key_stride = M * Dc;  // elements between consecutive keys of one head in value
   const int64_t samples = L * P;
   const SampleLevels<scalar_t> levels(lengths, starts, L, P);
+#if TP2DETR_CPU_AVX2
+  // float, D = 32 or 64, whole groups of 8 samples: the AVX2 query step (ms_deform_attn_1d_cpu_avx2.h).
+  constexpr bool kAvx2Type = std::is_same_v<scalar_t, float> && (kD == 32 || kD == 64);
+  const bool use_avx2 = kAvx2Type && samples % 8 == 0;
+#endif
   at::parallel_for(0, N * M, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> packed(static_cast<size_t>(2 * (S + 2) * Dc));
     TapTable<scalar_t> taps(samples);
     std::vector<scalar_t> dots(2 * samples);
     scalar_t* __restrict head_value = packed.data();
     scalar_t* __restrict head_grad = packed.data() + (S + 2) * Dc;
+#if TP2DETR_CPU_AVX2
+    std::vector<int32_t> rows(use_avx2 ? 2 * samples : 0);
+    std::vector<float> weights_scratch(use_avx2 ? 2 * samples : 0);
+    std::vector<__m256> partial_dots(use_avx2 ? 2 * samples : 0);  // 32-byte aligned (C++17)
+    const avx2::QueryScratch scratch{rows.data(), rows.data() + samples, weights_scratch.data(),
+                                     weights_scratch.data() + samples, partial_dots.data(),
+                                     partial_dots.data() + samples};
+#endif
     for (int64_t pair = begin; pair < end; ++pair) {
       const int64_t n = pair / M;
       const int64_t m = pair % M;
@@ -258,6 +273,16 @@ void backward_kernel(const scalar_t* __restrict value, const int64_t* lengths, c
         const scalar_t* att = weights + row * L * P;
         scalar_t* grad_loc = grad_locations + row * L * P;
         scalar_t* grad_att = grad_weights + row * L * P;
+#if TP2DETR_CPU_AVX2
+        if constexpr (kAvx2Type) {
+          if (use_avx2) {
+            avx2::backward_query<kD / 8>(loc, att, levels.length.data(), levels.length_f.data(),
+                                         levels.start.data(), static_cast<int32_t>(S), samples, head_value,
+                                         head_grad, g, grad_loc, grad_att, scratch);
+            continue;
+          }
+        }
+#endif
         taps.fill(loc, levels, static_cast<int32_t>(S));
         const int32_t* __restrict low_row = taps.low_row.data();
         const int32_t* __restrict high_row = taps.high_row.data();

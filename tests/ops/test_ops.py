@@ -119,6 +119,32 @@ def test_locations_on_and_beyond_the_padding_boundaries(extension) -> None:
     assert torch.count_nonzero(out) == 0  # every sample far outside: zero padding everywhere
 
 
+@pytest.mark.parametrize("head_dim", [32, 64])
+def test_float32_boundaries_and_non_finite_locations(extension, head_dim: int) -> None:
+    """Float32, D = 32 / 64 and L·P = 16 (the AVX2 backward where the build has it): the padding
+    edges as in float64, and a NaN or infinite location contributes nothing and gets zero gradients."""
+    value, lengths, starts, _, _ = make_inputs(n=1, lengths=(4, 2), heads=1, queries=2, head_dim=head_dim, points=8)
+    per_level = []
+    for t in (4.0, 2.0):
+        per_level.append([-0.5 / t, -0.5 / t + 1e-3, 0.0, 1.0, 1.0 + 0.5 / t, 1.0 + 0.5 / t - 1e-3, -7.0, 9.0])
+    locations = torch.tensor([per_level, per_level], dtype=torch.float32).view(1, 2, 1, 2, 8)
+    weights = torch.linspace(0.5, 1.5, 32, dtype=torch.float32).view(1, 2, 1, 2, 8)
+    assert_matches_fallback(extension, (value, lengths, starts, locations, weights), atol=2e-5, rtol=1e-5)
+    bad = locations.clone()
+    bad[0, 1, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    out, (grad_value, grad_locations, grad_weights) = forward_and_grads(
+        lambda *a: ms_deform_attn_1d_compiled(extension, *a), value, lengths, starts, bad, weights
+    )
+    keep = torch.ones_like(bad, dtype=torch.bool)
+    keep[0, 1, 0, 0, :3] = False
+    reference_weights = weights * keep  # the three bad samples, as if their weight were zero
+    expected = ms_deform_attn_1d_pytorch(value, lengths, starts, torch.where(keep, bad, torch.zeros_like(bad)),
+                                         reference_weights)
+    assert torch.isfinite(out).all() and torch.isfinite(grad_value).all()
+    torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-5)
+    assert torch.count_nonzero(grad_locations[~keep]) == 0 and torch.count_nonzero(grad_weights[~keep]) == 0
+
+
 @pytest.mark.parametrize("case", [{"head_dim": 30}, {"head_dim": 71, "lengths": (1,), "points": 1}])
 def test_gradcheck_float64_on_the_compiled_op(extension, case: dict) -> None:
     value, lengths, starts, locations, weights = make_inputs(n=3, queries=3, dtype=torch.float64, **case)

@@ -31,7 +31,7 @@ CSRC_DIR = Path(__file__).resolve().parents[2] / "ops" / "csrc"
 EXTENSION_NAME = "tp2detr_ms_deform_attn_1d"
 CPP_SOURCES = ("ms_deform_attn_1d_bindings.cpp", "ms_deform_attn_1d_cpu.cpp")
 CUDA_SOURCES = ("ms_deform_attn_1d_cuda.cu",)
-CPP_HEADERS = ("ms_deform_attn_1d.h",)
+CPP_HEADERS = ("ms_deform_attn_1d.h", "ms_deform_attn_1d_cpu_avx2.h")
 CUDA_HEADERS = ("ms_deform_attn_1d_kernels.cuh",)
 
 
