@@ -133,10 +133,34 @@ void forward_kernel(const scalar_t* __restrict value, const int64_t* lengths, co
                     int64_t Lq, int64_t L, int64_t P) {
   const int64_t rows = N * Lq * M;
   const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, L * P * D / 16));
+#if TP2DETR_CPU_AVX2
+  // float, D = 32 or 64, whole groups of 8 samples: the AVX2 row step (ms_deform_attn_1d_cpu_avx2.h).
+  constexpr bool kAvx2Type = std::is_same_v<scalar_t, float> && (kD == 32 || kD == 64);
+  const int64_t samples = L * P;
+  const bool use_avx2 = kAvx2Type && samples % 8 == 0;
+  const SampleLevels<scalar_t> levels(lengths, starts, L, P);
+  alignas(32) static const float kZeroRow[64] = {};  // read by taps outside their level
+#endif
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+#if TP2DETR_CPU_AVX2
+    std::vector<int32_t> keys(use_avx2 ? 2 * samples : 0);
+    std::vector<float> tap_weights(use_avx2 ? 2 * samples : 0);
+#endif
     for (int64_t row = begin; row < end; ++row) {
       const int64_t m = row % M;
       const int64_t n = row / (Lq * M);
+#if TP2DETR_CPU_AVX2
+      if constexpr (kAvx2Type) {
+        if (use_avx2) {
+          avx2::forward_row<kD / 8>(locations + row * samples, weights + row * samples, levels.length.data(),
+                                    levels.length_f.data(), levels.start.data(), samples,
+                                    value + (n * S * M + m) * kD, M * kD, kZeroRow, keys.data(),
+                                    keys.data() + samples, tap_weights.data(), tap_weights.data() + samples,
+                                    output + row * kD);
+          continue;
+        }
+      }
+#endif
       constexpr bool kFixed = kD > 0;
       const int64_t Dc = kFixed ? kD : D;
       scalar_t local[kFixed ? kD : 1];

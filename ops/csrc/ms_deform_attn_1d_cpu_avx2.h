@@ -1,9 +1,15 @@
-// AVX2 + FMA version of one query's step of the CPU backward kernel (ms_deform_attn_1d_cpu.cpp),
-// for float values with head dim D = 8·kV (kV = 4 or 8) and a multiple of 8 samples (L·P) per
-// query. Compiled only when the build enables AVX2 and FMA (-mavx2 -mfma, chosen by
-// tp2detr/ops/build.py from /proc/cpuinfo); the caller falls back to the portable loop otherwise.
+// AVX2 + FMA versions of one query's step of the CPU kernels (ms_deform_attn_1d_cpu.cpp), for
+// float values with head dim D = 8·kV (kV = 4 or 8) and a multiple of 8 samples (L·P) per query.
+// Compiled only when the build enables AVX2 and FMA (-mavx2 -mfma, chosen by tp2detr/ops/build.py
+// from /proc/cpuinfo); the callers fall back to the portable loops otherwise.
 //
-// One query, given its locations / weights (L·P each), its output-gradient row g [D], the head's
+// Taps, eight samples at a time (taps8): t = clamp(loc·T − 0.5, −2, T + 1) (NaN → −2),
+// low = ⌊t⌋, frac = t − low; a tap outside its level gets weight 0 and a padding index.
+//
+// Forward (forward_row): out[d] = Σ_k c_low[k]·value[low key, d] + c_high[k]·value[high key, d],
+// the output row in kV registers; a tap outside its level reads a row of zeros.
+//
+// Backward (backward_query): one query, given its locations / weights (L·P each), its output-gradient row g [D], the head's
 // packed value slice `head` [S + 2, D] (rows S, S + 1 zero) and packed gradient slice `grad`:
 //   1. taps, eight samples at a time: t = clamp(loc·T − 0.5, −2, T + 1) (NaN → −2), low = ⌊t⌋,
 //      frac = t − low; a tap outside its level points at a padding row with weight 0;
@@ -37,6 +43,68 @@ C10_ALWAYS_INLINE __m256 horizontal_sums8(const __m256* v) {
   return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
+// The taps of eight samples: for each, the index of its low / high tap (start + ⌊t⌋, start + ⌊t⌋ + 1;
+// pad_low / pad_high when that tap is outside its level) and their weights w·(1 − frac), w·frac
+// (0 outside).
+C10_ALWAYS_INLINE void taps8(const float* __restrict loc, const float* __restrict att,
+                             const int32_t* __restrict length, const float* __restrict length_f,
+                             const int32_t* __restrict start, int32_t pad_low, int32_t pad_high,
+                             int32_t* __restrict low_out, int32_t* __restrict high_out,
+                             float* __restrict c_low_out, float* __restrict c_high_out) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256i minus_one = _mm256_set1_epi32(-1);
+  const __m256 len_f = _mm256_loadu_ps(length_f);
+  __m256 t = _mm256_fmsub_ps(_mm256_loadu_ps(loc), len_f, _mm256_set1_ps(0.5f));
+  t = _mm256_max_ps(t, _mm256_set1_ps(-2.0f));  // a NaN t becomes -2 (max returns its second operand)
+  t = _mm256_min_ps(t, _mm256_add_ps(len_f, one));
+  const __m256 low_f = _mm256_floor_ps(t);
+  const __m256 frac = _mm256_sub_ps(t, low_f);
+  const __m256i low = _mm256_cvttps_epi32(low_f);
+  const __m256i high = _mm256_sub_epi32(low, minus_one);
+  const __m256i len = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(length));
+  const __m256i begin = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(start));
+  const __m256i low_in = _mm256_and_si256(_mm256_cmpgt_epi32(low, minus_one), _mm256_cmpgt_epi32(len, low));
+  const __m256i high_in = _mm256_and_si256(_mm256_cmpgt_epi32(high, minus_one), _mm256_cmpgt_epi32(len, high));
+  const __m256 w = _mm256_loadu_ps(att);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(low_out),
+                      _mm256_blendv_epi8(_mm256_set1_epi32(pad_low), _mm256_add_epi32(begin, low), low_in));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(high_out),
+                      _mm256_blendv_epi8(_mm256_set1_epi32(pad_high), _mm256_add_epi32(begin, high), high_in));
+  _mm256_storeu_ps(c_low_out, _mm256_and_ps(_mm256_castsi256_ps(low_in), _mm256_mul_ps(w, _mm256_sub_ps(one, frac))));
+  _mm256_storeu_ps(c_high_out, _mm256_and_ps(_mm256_castsi256_ps(high_in), _mm256_mul_ps(w, frac)));
+}
+
+// One output row. head: value[n, 0, m, 0] (key k at head + k·key_stride); zeros: kD zero floats;
+// scratch_*: [samples] each.
+template <int kV>
+C10_ALWAYS_INLINE void forward_row(const float* __restrict loc, const float* __restrict att,
+                                   const int32_t* __restrict length, const float* __restrict length_f,
+                                   const int32_t* __restrict start, int64_t samples,
+                                   const float* __restrict head, int64_t key_stride, const float* __restrict zeros,
+                                   int32_t* __restrict low_key, int32_t* __restrict high_key,
+                                   float* __restrict c_low, float* __restrict c_high, float* __restrict out) {
+  for (int64_t k = 0; k < samples; k += 8) {
+    taps8(loc + k, att + k, length + k, length_f + k, start + k, -1, -1, low_key + k, high_key + k, c_low + k,
+          c_high + k);
+  }
+  __m256 acc[kV];
+#pragma GCC unroll 8
+  for (int c = 0; c < kV; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < samples; ++k) {
+    const float* __restrict v_low = low_key[k] >= 0 ? head + int64_t(low_key[k]) * key_stride : zeros;
+    const float* __restrict v_high = high_key[k] >= 0 ? head + int64_t(high_key[k]) * key_stride : zeros;
+    const __m256 w_low = _mm256_set1_ps(c_low[k]);
+    const __m256 w_high = _mm256_set1_ps(c_high[k]);
+#pragma GCC unroll 8
+    for (int c = 0; c < kV; ++c) {
+      acc[c] = _mm256_fmadd_ps(w_low, _mm256_loadu_ps(v_low + 8 * c), acc[c]);
+      acc[c] = _mm256_fmadd_ps(w_high, _mm256_loadu_ps(v_high + 8 * c), acc[c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < kV; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
+}
+
 // Scratch a task keeps for backward_query: samples·(2 int32 + 2 float + 2 __m256) plus masks.
 struct QueryScratch {
   int32_t* low_row;    // [samples]
@@ -58,31 +126,12 @@ C10_ALWAYS_INLINE void backward_query(const float* __restrict loc, const float* 
   const __m256 half = _mm256_set1_ps(0.5f);
   const __m256 one = _mm256_set1_ps(1.0f);
   const __m256 minus_two = _mm256_set1_ps(-2.0f);
-  const __m256i minus_one_i = _mm256_set1_epi32(-1);
   const __m256i pad_low = _mm256_set1_epi32(S);
   const __m256i pad_high = _mm256_set1_epi32(S + 1);
   // 1. taps
   for (int64_t k = 0; k < samples; k += 8) {
-    const __m256 len_f = _mm256_loadu_ps(length_f + k);
-    __m256 t = _mm256_fmsub_ps(_mm256_loadu_ps(loc + k), len_f, half);
-    t = _mm256_max_ps(t, minus_two);  // a NaN t becomes -2 (max returns its second operand)
-    t = _mm256_min_ps(t, _mm256_add_ps(len_f, one));
-    const __m256 low_f = _mm256_floor_ps(t);
-    const __m256 frac = _mm256_sub_ps(t, low_f);
-    const __m256i low = _mm256_cvttps_epi32(low_f);
-    const __m256i high = _mm256_sub_epi32(low, minus_one_i);
-    const __m256i len = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(length + k));
-    const __m256i begin = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(start + k));
-    const __m256i low_in = _mm256_and_si256(_mm256_cmpgt_epi32(low, minus_one_i), _mm256_cmpgt_epi32(len, low));
-    const __m256i high_in = _mm256_and_si256(_mm256_cmpgt_epi32(high, minus_one_i), _mm256_cmpgt_epi32(len, high));
-    const __m256 w = _mm256_loadu_ps(att + k);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(scratch.low_row + k),
-                        _mm256_blendv_epi8(pad_low, _mm256_add_epi32(begin, low), low_in));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(scratch.high_row + k),
-                        _mm256_blendv_epi8(pad_high, _mm256_add_epi32(begin, high), high_in));
-    _mm256_storeu_ps(scratch.c_low + k,
-                     _mm256_and_ps(_mm256_castsi256_ps(low_in), _mm256_mul_ps(w, _mm256_sub_ps(one, frac))));
-    _mm256_storeu_ps(scratch.c_high + k, _mm256_and_ps(_mm256_castsi256_ps(high_in), _mm256_mul_ps(w, frac)));
+    taps8(loc + k, att + k, length + k, length_f + k, start + k, S, S + 1, scratch.low_row + k,
+          scratch.high_row + k, scratch.c_low + k, scratch.c_high + k);
   }
   // 2. one pass over D per sample
   __m256 g_row[kV];
