@@ -1,4 +1,4 @@
-"""Shared pytest configuration: GPU tests are skipped without CUDA."""
+"""Shared pytest configuration: GPU tests are skipped without CUDA; the ``one_thread`` fixture."""
 
 import pytest
 import torch
@@ -11,3 +11,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-model tests (two threads spin-wait badly on a
+    shared 2-core machine); the previous count is restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

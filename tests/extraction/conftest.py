@@ -11,16 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread (two spin-wait badly on a shared 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+@pytest.fixture(scope="module", autouse=True)
+def _tiny_models_on_one_thread(one_thread):
+    """Every extraction test module runs its tiny CLIP models on one intra-op thread."""
 
 
 @pytest.fixture(scope="session")

@@ -38,14 +38,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tp2detr.config import CONFIG_DIR, normalise_overrides, repo_root
+from tp2detr.cli.hydra_app import run_hydra_command
+from tp2detr.config import CONFIG_DIR, repo_root
 from tp2detr.errors import TP2DETRError
 from tp2detr.io import atomic_open, atomic_write_json
 
@@ -396,21 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status (0 ok, 2 bad input).
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    outcome: dict[str, int] = {}
-
-    @hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base="1.3")
-    def app(cfg: DictConfig) -> None:
-        hydra_cfg = HydraConfig.get()
-        outcome["status"] = run(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))
-
-    saved_argv = sys.argv
-    sys.argv = [saved_argv[0], *normalise_overrides(args)]
-    try:
-        app()
-    finally:
-        sys.argv = saved_argv
-    return outcome.get("status", 0)
+    return run_hydra_command("eval", run, argv)
 
 
 if __name__ == "__main__":

@@ -45,14 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from tp2detr.cli.eval import BAD_INPUT_ERRORS, checkpoint_config, unwrap_state_dict
-from tp2detr.config import CONFIG_DIR, normalise_overrides
+from tp2detr.cli.hydra_app import run_hydra_command
 from tp2detr.data.annotations import FeatureInfo, load_feature_info
 from tp2detr.errors import DataFormatError, MissingDataError
 from tp2detr.extraction.video import VIDEO_SUFFIXES
@@ -460,21 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status (0 ok, 2 bad input).
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    outcome: dict[str, int] = {}
-
-    @hydra.main(config_path=str(CONFIG_DIR), config_name="predict", version_base="1.3")
-    def app(cfg: DictConfig) -> None:
-        hydra_cfg = HydraConfig.get()
-        outcome["status"] = run(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))
-
-    saved_argv = sys.argv
-    sys.argv = [saved_argv[0], *normalise_overrides(args)]
-    try:
-        app()
-    finally:
-        sys.argv = saved_argv
-    return outcome.get("status", 0)
+    return run_hydra_command("predict", run, argv)
 
 
 if __name__ == "__main__":
