@@ -1,7 +1,11 @@
-"""Shared pytest configuration: GPU tests are skipped without CUDA; the ``one_thread`` fixture."""
+"""Shared pytest configuration: GPU tests are skipped without CUDA; the ``one_thread`` and
+``toy_checkpoints`` fixtures."""
+
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 
 def pytest_collection_modifyitems(config, items):
@@ -21,3 +25,40 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+class ToyCheckpoints:
+    """Tiny toy-dataset checkpoints with freshly initialised weights, for the command-line tests.
+
+    ``make(root, overrides, epoch)`` composes the toy config (plus ``overrides``) with its feature
+    store under ``root/features`` (generated), builds the model with seed 0 and writes
+    ``root/toy.pt``; it returns ``{"root", "cfg", "model", "ckpt"}``. ``write(path, model, cfg,
+    epoch)`` writes the documented checkpoint dict with plain ``torch.save``.
+    """
+
+    @staticmethod
+    def write(path: Path, model: torch.nn.Module, cfg, epoch: int = 3) -> None:
+        torch.save(
+            {"format": "tp2detr-checkpoint-v1", "model": model.state_dict(), "optimizer": None, "scheduler": None,
+             "scaler": None, "epoch": epoch, "rng": None, "config": OmegaConf.to_container(cfg, resolve=True),
+             "metrics": []},
+            path,
+        )
+
+    def make(self, root: Path, overrides: list[str], epoch: int = 3) -> dict:
+        from tp2detr.config import compose
+        from tp2detr.data.builder import make_synthetic_features
+        from tp2detr.models.builder import build_model
+
+        cfg = compose([*overrides, f"paths.feature_dir={root / 'features'}"])
+        make_synthetic_features(cfg, progress=False)
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        ckpt = root / "toy.pt"
+        self.write(ckpt, model, cfg, epoch)
+        return {"root": root, "cfg": cfg, "model": model, "ckpt": ckpt}
+
+
+@pytest.fixture(scope="session")
+def toy_checkpoints() -> ToyCheckpoints:
+    return ToyCheckpoints()

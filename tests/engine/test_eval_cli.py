@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from tp2detr.cli.eval import apply_overrides, main, rebase_paths, unwrap_state_dict
 from tp2detr.config import REPO_ROOT, compose
-from tp2detr.data.builder import build_dataset, load_data, make_synthetic_features
+from tp2detr.data.builder import build_dataset, load_data
 from tp2detr.data.dataset import collate_samples
 from tp2detr.engine.evaluation import evaluate_on_protocol
 from tp2detr.engine.inference import predict_batches, video_proposals
@@ -33,34 +33,9 @@ TINY = [
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # in-process runs leave logging alone
 
 
-def save_checkpoint_file(path: Path, model: torch.nn.Module, cfg, epoch: int = 3) -> None:
-    """The documented checkpoint dict (engine_shared.md), written with plain ``torch.save``."""
-    torch.save(
-        {
-            "format": "tp2detr-checkpoint-v1",
-            "model": model.state_dict(),
-            "optimizer": None,
-            "scheduler": None,
-            "scaler": None,
-            "epoch": epoch,
-            "rng": None,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-            "metrics": [],
-        },
-        path,
-    )
-
-
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("eval_cli")
-    cfg = compose([*TINY, f"paths.feature_dir={root / 'features'}"])
-    make_synthetic_features(cfg, progress=False)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    ckpt = root / "toy.pt"
-    save_checkpoint_file(ckpt, model, cfg)
-    return {"root": root, "cfg": cfg, "model": model, "ckpt": ckpt}
+def toy(tmp_path_factory: pytest.TempPathFactory, toy_checkpoints) -> dict:
+    return toy_checkpoints.make(tmp_path_factory.mktemp("eval_cli"), TINY, epoch=3)
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
@@ -140,12 +115,14 @@ def test_predictions_file_mode_evaluates_under_the_protocol(tmp_path: Path) -> N
     assert not (out / "predictions.json").exists()
 
 
-def test_mismatched_architecture_lists_the_keys(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_mismatched_architecture_lists_the_keys(
+    toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture, toy_checkpoints
+) -> None:
     cfg = toy["cfg"]
     torch.manual_seed(0)
     deeper = build_model(compose([*TINY[:-2], "model.decoder_layers=3", "model.num_queries=6"]))
     bad = tmp_path / "mismatch.pt"
-    save_checkpoint_file(bad, deeper, cfg)  # weights of a 3-layer, 6-query model; config of a 2-layer, 5-query one
+    toy_checkpoints.write(bad, deeper, cfg)  # weights of a 3-layer, 6-query model; config of a 2-layer, 5-query one
     status = main([f"ckpt={bad}", f"out_dir={tmp_path / 'out'}", *QUIET])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].startswith("error: ")

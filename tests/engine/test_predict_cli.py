@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
@@ -21,14 +20,13 @@ from torch.utils.data import DataLoader
 from tp2detr.cli.predict import checkpoint_overrides, find_inputs, main
 from tp2detr.config import REPO_ROOT, compose
 from tp2detr.data.annotations import load_feature_info
-from tp2detr.data.builder import build_dataset, load_data, make_synthetic_features
+from tp2detr.data.builder import build_dataset, load_data
 from tp2detr.data.dataset import collate_samples
 from tp2detr.data.features import open_feature_store
 from tp2detr.engine.inference import predict_batches, video_proposals
 from tp2detr.engine.prediction import top_k_per_video
 from tp2detr.errors import DataFormatError
 from tp2detr.evaluation import load_predictions
-from tp2detr.models.builder import build_model
 
 TINY = ["dataset=toy", "model.dim_feedforward=32", "model.encoder_layers=1", "model.decoder_layers=2",
         "model.num_queries=5"]
@@ -48,23 +46,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def toy(tmp_path_factory: pytest.TempPathFactory, toy_checkpoints) -> dict:
     """A tiny toy checkpoint (32-d features, freshly initialised) and its synthetic feature store."""
-    root = tmp_path_factory.mktemp("predict_cli")
-    cfg = compose([*TINY, f"paths.feature_dir={root / 'features'}"])
-    make_synthetic_features(cfg, progress=False)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    ckpt = root / "toy.pt"
-    torch.save(
-        {"format": "tp2detr-checkpoint-v1", "model": model.state_dict(), "optimizer": None, "scheduler": None,
-         "scaler": None, "epoch": 2, "rng": None, "config": OmegaConf.to_container(cfg, resolve=True),
-         "metrics": []},
-        ckpt,
-    )
+    toy = toy_checkpoints.make(tmp_path_factory.mktemp("predict_cli"), TINY, epoch=2)
+    cfg = toy["cfg"]
     with open_feature_store("hdf5", cfg.dataset.features.path) as store:
         long_features = store.read(LONG_VIDEO)
-    return {"root": root, "cfg": cfg, "model": model, "ckpt": ckpt, "long_features": long_features}
+    return {**toy, "long_features": long_features}
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from tp2detr.cli.eval import main
 from tp2detr.config import compose
-from tp2detr.data.builder import load_data, make_synthetic_features
+from tp2detr.data.builder import load_data
 from tp2detr.evaluation import write_predictions
-from tp2detr.models.builder import build_model
 from tp2detr.viz.canvas import file_stem
 from tp2detr.viz.report import example_videos
 
@@ -25,20 +23,9 @@ GLOBAL_FIGURES = {"pr_all.png", "confidence_vs_tiou.png", "durations.png", "brea
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny toy-dataset checkpoint (freshly initialised weights, as tests/engine/test_eval_cli.py makes them)."""
-    root = tmp_path_factory.mktemp("viz_eval")
-    cfg = compose([*TINY, f"paths.feature_dir={root / 'features'}"])
-    make_synthetic_features(cfg, progress=False)
-    torch.manual_seed(0)
-    path = root / "toy.pt"
-    torch.save(
-        {"format": "tp2detr-checkpoint-v1", "model": build_model(cfg).state_dict(), "optimizer": None,
-         "scheduler": None, "scaler": None, "epoch": 1, "rng": None,
-         "config": OmegaConf.to_container(cfg, resolve=True), "metrics": []},
-        path,
-    )
-    return path
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, toy_checkpoints) -> Path:
+    """A tiny toy-dataset checkpoint (freshly initialised weights)."""
+    return toy_checkpoints.make(tmp_path_factory.mktemp("viz_eval"), TINY, epoch=1)["ckpt"]
 
 
 def _figure_names(videos: list[str], saliency: bool) -> set[str]:
