@@ -53,7 +53,7 @@ from tp2detr.cli.eval import BAD_INPUT_ERRORS, checkpoint_config, unwrap_state_d
 from tp2detr.cli.hydra_app import run_hydra_command
 from tp2detr.data.annotations import FeatureInfo, load_feature_info
 from tp2detr.errors import DataFormatError, MissingDataError
-from tp2detr.extraction.video import VIDEO_SUFFIXES
+from tp2detr.extraction.video import VIDEO_SUFFIXES, check_unique_video_ids
 from tp2detr.io import atomic_open
 
 log = logging.getLogger("tp2detr.predict")
@@ -133,14 +133,7 @@ def find_inputs(source: str | Path) -> list[InputFile]:
         log.warning(
             "input %s: skipped %d file(s) that are neither videos nor .npy: %s", source, len(others), ", ".join(others)
         )
-    seen: dict[str, Path] = {}
-    for item in inputs:
-        if item.video_id in seen:
-            raise DataFormatError(
-                f"input {source}: {seen[item.video_id].name} and {item.path.name} would both get the video id "
-                f"'{item.video_id}'; expected one file per video id (file name without suffix)"
-            )
-        seen[item.video_id] = item.path
+    check_unique_video_ids([item.path for item in inputs], source, DataFormatError)
     return inputs
 
 

@@ -150,15 +150,22 @@ def find_videos(source: str | Path) -> list[Path]:
         raise ExtractionError(
             f"input {source}: the folder holds no video file; expected files ending in {', '.join(VIDEO_SUFFIXES)}"
         )
-    seen: dict[str, Path] = {}
-    for video in videos:
-        if video.stem in seen:
-            raise ExtractionError(
-                f"input {source}: {seen[video.stem].name} and {video.name} would both get the video id "
-                f"'{video.stem}'; expected one file per video id"
-            )
-        seen[video.stem] = video
+    check_unique_video_ids(videos, source, ExtractionError)
     return videos
+
+
+def check_unique_video_ids(paths: list[Path], source: str | Path, error: type[Exception]) -> None:
+    """Raise ``error`` naming ``source`` and both files when two of ``paths`` share a video id
+    (:func:`video_id_of`: the file name without its suffix)."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        video_id = video_id_of(path)
+        if video_id in seen:
+            raise error(
+                f"input {source}: {seen[video_id].name} and {path.name} would both get the video id "
+                f"'{video_id}'; expected one file per video id (file name without suffix)"
+            )
+        seen[video_id] = path
 
 
 def video_id_of(path: str | Path) -> str:
