@@ -14,9 +14,19 @@ import pytest
 import torch
 
 from tp2detr.models import deform_attn
-from tp2detr.models.deform_attn import MSDeformAttn1D, ms_deform_attn_1d, ms_deform_attn_1d_pytorch, resolve_backend
+from tp2detr.models.deform_attn import (
+    MSDeformAttn1D,
+    ms_deform_attn_1d,
+    ms_deform_attn_1d_pytorch,
+    resolve_backend,
+)
+from tp2detr.ops import (
+    auto_policy,
+    ms_deform_attn_1d_compiled,
+    register_compiled_backends,
+)
 from tp2detr.ops import build as ops_build
-from tp2detr.ops import auto_policy, ms_deform_attn_1d_compiled, register_compiled_backends
+from tp2detr.ops.testing import random_op_inputs
 
 HEAD_DIMS = (30, 32, 64, 71, 128)
 
@@ -33,26 +43,7 @@ def extension():
         deform_attn.unregister_backend(name)
 
 
-def make_inputs(
-    n: int = 3,
-    lengths: tuple[int, ...] = (7, 4, 1),
-    heads: int = 2,
-    head_dim: int = 30,
-    queries: int = 5,
-    points: int = 3,
-    dtype: torch.dtype = torch.float32,
-    seed: int = 0,
-) -> tuple[torch.Tensor, ...]:
-    """value [N, S, M, D], lengths [L], starts [L], locations and weights [N, Lq, M, L, P];
-    locations over [-0.4, 1.4] so taps fall into the zero padding on both sides."""
-    generator = torch.Generator().manual_seed(seed)
-    level_lengths = torch.tensor(lengths, dtype=torch.int64)
-    starts = torch.cat((level_lengths.new_zeros(1), level_lengths.cumsum(0)[:-1]))
-    total, levels = int(level_lengths.sum()), len(lengths)
-    value = torch.randn(n, total, heads, head_dim, generator=generator, dtype=dtype)
-    locations = torch.rand(n, queries, heads, levels, points, generator=generator, dtype=dtype) * 1.8 - 0.4
-    weights = torch.rand(n, queries, heads, levels, points, generator=generator, dtype=dtype)
-    return value, level_lengths, starts, locations, weights
+make_inputs = random_op_inputs  # CPU tensors
 
 
 def forward_and_grads(op, value, lengths, starts, locations, weights, seed: int = 1):

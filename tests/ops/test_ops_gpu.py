@@ -11,6 +11,7 @@ import torch
 from tp2detr.models import deform_attn
 from tp2detr.models.deform_attn import ms_deform_attn_1d, ms_deform_attn_1d_pytorch
 from tp2detr.ops import register_compiled_backends
+from tp2detr.ops.testing import random_op_inputs
 
 pytestmark = pytest.mark.gpu
 
@@ -26,15 +27,9 @@ def cuda_backend():
         deform_attn.unregister_backend(name)
 
 
-def make_inputs(n=3, lengths=(7, 4, 1), heads=2, head_dim=30, queries=5, points=3, dtype=torch.float32, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    level_lengths = torch.tensor(lengths, dtype=torch.int64)
-    starts = torch.cat((level_lengths.new_zeros(1), level_lengths.cumsum(0)[:-1]))
-    total, levels = int(level_lengths.sum()), len(lengths)
-    value = torch.randn(n, total, heads, head_dim, generator=generator, dtype=dtype)
-    locations = torch.rand(n, queries, heads, levels, points, generator=generator, dtype=dtype) * 1.8 - 0.4
-    weights = torch.rand(n, queries, heads, levels, points, generator=generator, dtype=dtype)
-    return [t.cuda() for t in (value, level_lengths, starts, locations, weights)]
+def make_inputs(**kwargs):
+    """:func:`tp2detr.ops.testing.random_op_inputs` on the GPU."""
+    return [t.cuda() for t in random_op_inputs(**kwargs)]
 
 
 def forward_and_grads(op, value, lengths, starts, locations, weights, upstream_dtype=None):
