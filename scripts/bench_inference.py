@@ -41,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tp2detr.config import compose
 from tp2detr.data.builder import build_dataset, load_data, make_synthetic_features
 from tp2detr.data.dataset import collate_samples
-from tp2detr.engine.benchmark import measure
+from tp2detr.engine.benchmark import measure, write_report
 from tp2detr.engine.evaluation import evaluate_proposals, length_bins_for
 from tp2detr.engine.inference import PRECISIONS, predict_batches, video_proposals
 from tp2detr.io import atomic_write_json
@@ -232,9 +232,7 @@ def main(argv: list[str]) -> int:
         "results": results,
     }
     print_table(report)
-    if args.out:
-        atomic_write_json(args.out, report)
-        print(f"-> {args.out}")
+    write_report(args.out, report)
     return 0
 
 

@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from tp2detr.config import compose
-from tp2detr.engine.benchmark import measure
-from tp2detr.io import atomic_write_json
+from tp2detr.engine.benchmark import measure, write_report
 from tp2detr.losses.builder import build_criterion
 from tp2detr.models.builder import build_model
 from tp2detr.models.deform_attn import register_backend
@@ -195,9 +194,7 @@ def main(argv: list[str]) -> int:
         cells = [f.get("ms"), f.get("peak_mb"), fb.get("ms"), fb.get("peak_mb")]
         text = [f"{c:.0f}" if c is not None else "-" for c in cells]
         print(f"{name:<14}{text[0]:>10}{text[1]:>10}{text[2]:>13}{text[3]:>13}")
-    if args.out:
-        atomic_write_json(args.out, report)
-        print(f"-> {args.out}")
+    write_report(args.out, report)
     return 0
 
 

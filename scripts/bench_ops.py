@@ -38,8 +38,8 @@ from tp2detr.engine.benchmark import (
     measure,
     measure_interleaved,
     synchronize,
+    write_report,
 )
-from tp2detr.io import atomic_write_json
 from tp2detr.models.deform_attn import ms_deform_attn_1d, ms_deform_attn_1d_pytorch
 from tp2detr.ops import register_compiled_backends
 
@@ -273,9 +273,7 @@ def main(argv: list[str]) -> int:
         t = report["train_step"]
         print(f"training step (paper THUMOS14 config, batch 16): fallback {t['fallback_ms']:.0f} ms, "
               f"compiled {t['compiled_ms']:.0f} ms ({t['speedup']:.2f}x)")
-    if args.out:
-        atomic_write_json(args.out, report)
-        print(f"-> {args.out}")
+    write_report(args.out, report)
     return 0
 
 

@@ -24,9 +24,8 @@ import torch
 
 from tp2detr.config import compose
 from tp2detr.data.builder import make_synthetic_features
-from tp2detr.engine.benchmark import measure, peak_resident_mb
+from tp2detr.engine.benchmark import measure, peak_resident_mb, write_report
 from tp2detr.engine.trainer import Trainer
-from tp2detr.io import atomic_write_json
 
 RELEASED = {"train_step_s": 4.4, "eval_forward_16_s": 2.06, "train_peak_rss_gb": 4.2}
 
@@ -101,9 +100,7 @@ def main(argv: list[str]) -> int:
               f"{r['speedup_train_vs_released']:>9.2f}{r['speedup_eval_vs_released']:>8.2f}")
     print(f"released model (FACTS §10.4): {RELEASED['train_step_s']} s/iter, "
           f"{RELEASED['eval_forward_16_s']} s per eval forward of 16, {RELEASED['train_peak_rss_gb']} GB peak")
-    if args.out:
-        atomic_write_json(args.out, report)
-        print(f"-> {args.out}")
+    write_report(args.out, report)
     return 0
 
 

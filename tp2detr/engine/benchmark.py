@@ -14,9 +14,12 @@ import ctypes.util
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from tp2detr.io import atomic_write_json
 
 FAST_ALLOCATION, EXACT_MEMORY = 32 << 20, 128 << 10
 
@@ -146,3 +149,11 @@ def measure_interleaved(
     for name in others:
         result[f"ratio_{name}"] = statistics.median(a / b for a, b in zip(times[first], times[name]))
     return result
+
+
+def write_report(path: str | Path | None, report: dict[str, Any]) -> None:
+    """Write a benchmark's JSON report atomically to ``path`` (nothing when None) and say where."""
+    if path is None:
+        return
+    atomic_write_json(path, report)
+    print(f"-> {path}")
