@@ -25,7 +25,7 @@ from tp2detr.evaluation import (
     average_recall_vs_proposals,
     map_by_absolute_length,
 )
-from tp2detr.io import atomic_write_json
+from tp2detr.engine.benchmark import write_report
 
 
 def make_workload(num_videos: int, num_proposals: int, seed: int) -> tuple[dict, dict]:
@@ -100,7 +100,7 @@ def main() -> None:
             "processor": platform.processor(),
         },
     }
-    atomic_write_json(Path(args.out), report)
+    write_report(args.out, report)
     workload = f"{args.videos} videos x {args.proposals} proposals, {detection.num_ground_truth} GT"
     print(f"{workload}, median of {args.repeats}")
     print(f"{'case':<26}{'median (s)':>12}")

@@ -47,6 +47,7 @@ from tp2detr.engine.inference import PRECISIONS, predict_batches, video_proposal
 from tp2detr.io import atomic_write_json
 from tp2detr.models.builder import build_model
 from tp2detr.models.deform_attn import MSDeformAttn1D, resolve_backend
+from tp2detr.cli.hydra_app import run_script
 
 MODELS = {
     "thumos14": ["dataset=thumos14_synth"],
@@ -237,4 +238,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script(main))

@@ -31,6 +31,7 @@ from tp2detr.engine.benchmark import measure, write_report
 from tp2detr.losses.builder import build_criterion
 from tp2detr.models.builder import build_model
 from tp2detr.models.deform_attn import register_backend
+from tp2detr.cli.hydra_app import run_script
 
 
 def grid_sample_deform_attn(value, level_lengths, level_start_index, sampling_locations, attention_weights):
@@ -199,4 +200,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script(main))

@@ -42,6 +42,7 @@ from tp2detr.engine.benchmark import (
 )
 from tp2detr.models.deform_attn import ms_deform_attn_1d, ms_deform_attn_1d_pytorch
 from tp2detr.ops import register_compiled_backends
+from tp2detr.cli.hydra_app import run_script
 
 SHAPES = {
     "thumos_encoder": {"lengths": (128, 64, 32, 16), "queries": None},
@@ -278,4 +279,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script(main))

@@ -26,6 +26,7 @@ from tp2detr.config import compose
 from tp2detr.data.builder import make_synthetic_features
 from tp2detr.engine.benchmark import measure, peak_resident_mb, write_report
 from tp2detr.engine.trainer import Trainer
+from tp2detr.cli.hydra_app import run_script
 
 RELEASED = {"train_step_s": 4.4, "eval_forward_16_s": 2.06, "train_peak_rss_gb": 4.2}
 
@@ -105,4 +106,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script(main))

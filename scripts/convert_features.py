@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tp2detr.data.features import convert_npy_to_hdf5
 from tp2detr.errors import TP2DETRError
+from tp2detr.cli.hydra_app import run_script
 
 
 def main(argv: list[str]) -> int:
@@ -45,4 +46,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script(main))

@@ -17,6 +17,7 @@ import torch
 
 from tp2detr.config import compose
 from tp2detr.models.builder import build_model, parameter_breakdown
+from tp2detr.cli.hydra_app import run_script
 
 
 def main(argv: list[str]) -> int:
@@ -29,4 +30,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script(main))

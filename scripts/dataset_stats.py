@@ -15,6 +15,7 @@ import sys
 
 from tp2detr.config import compose
 from tp2detr.data.builder import dataset_statistics, load_data
+from tp2detr.cli.hydra_app import run_script
 
 
 def main(argv: list[str]) -> int:
@@ -28,4 +29,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script(main))

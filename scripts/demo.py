@@ -20,6 +20,7 @@ from tp2detr.data.builder import dataset_statistics, load_data, make_synthetic_f
 from tp2detr.engine.evaluation import format_table
 from tp2detr.engine.runs import collect_runs
 from tp2detr.engine.sweep import render_markdown, summarise
+from tp2detr.cli.hydra_app import run_script
 
 
 def main(argv: list[str]) -> int:
@@ -51,4 +52,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script(main))

@@ -21,6 +21,7 @@ from pathlib import Path
 from tp2detr.config import compose
 from tp2detr.data.builder import make_synthetic_features
 from tp2detr.errors import TP2DETRError
+from tp2detr.cli.hydra_app import run_script
 
 
 def main(argv: list[str]) -> int:
@@ -31,8 +32,8 @@ def main(argv: list[str]) -> int:
     try:
         written = make_synthetic_features(cfg, force=bool(cfg.get("force", False)))
     except (TP2DETRError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1 if isinstance(err, TP2DETRError) else 2
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     size_mib = path.stat().st_size / 2**20
     if written:
         print(f"wrote {path} ({size_mib:.1f} MiB) in {time.perf_counter() - started:.1f} s")
@@ -42,4 +43,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script(main))

@@ -30,6 +30,7 @@ from tp2detr.config import compose
 from tp2detr.data.annotations import AnnotatedVideo, FeatureInfo, load_annotations, load_feature_info
 from tp2detr.data.splits import load_split
 from tp2detr.data.synthetic import SyntheticParams, generate_video_features, shared_action_direction
+from tp2detr.cli.hydra_app import run_script
 
 BACKGROUND, SEEN, UNSEEN, OTHER = 0, 1, 2, 3
 CATEGORIES = (BACKGROUND, SEEN, UNSEEN, OTHER)
@@ -158,4 +159,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script(main))

@@ -281,7 +281,9 @@ def test_run_and_sweep_folders(tmp_path: Path) -> None:
     assert cfg.hydra.run.dir == f"{tmp_path}/runs/table1_thumos14_sgp/thumos14/75_25_split3"
     assert str(cfg.hydra.sweep.dir).startswith(f"{tmp_path}/sweeps/table1_thumos14_sgp/")
     raw = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
-    assert raw["subdir"] == "${split.setting}_split${split.id}_${hydra.job.num}"
+    assert raw["subdir"] == "${name}/${dataset.name}/${split.setting}_split${split.id}${tp2detr_variant:${hydra.overrides.task}}"
+    variant = hydra_cfg("tfpn=direct", "split.id=3", "model.dropout=0.2", "trainer.progress=false", f"paths.output_dir={tmp_path}")
+    assert variant.hydra.run.dir == f"{tmp_path}/runs/tp2detr/thumos14/50_50_split3__tfpn=direct,model.dropout=0.2"
     assert cfg.hydra.job.chdir is False
     assert cfg.hydra.launcher._target_.endswith("BasicLauncher")
     default = hydra_cfg()

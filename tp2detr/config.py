@@ -23,10 +23,21 @@ def repo_root() -> str:
     return os.environ.get("TP2DETR_ROOT", str(REPO_ROOT))
 
 
+def _variant(overrides: object) -> str:
+    from tp2detr.engine.run_identity import variant_suffix
+
+    items = OmegaConf.to_container(overrides, resolve=False) if OmegaConf.is_config(overrides) else overrides
+    return variant_suffix(items or [])
+
+
 def register_resolvers() -> None:
-    """Register the ``${tp2detr_root:}`` resolver used by ``configs/paths``; idempotent."""
+    """Register the ``${tp2detr_root:}`` resolver used by ``configs/paths`` and the
+    ``${tp2detr_variant:${hydra.overrides.task}}`` resolver that names run folders
+    (:func:`tp2detr.engine.run_identity.variant_suffix`); idempotent."""
     if not OmegaConf.has_resolver("tp2detr_root"):
         OmegaConf.register_new_resolver("tp2detr_root", repo_root)
+    if not OmegaConf.has_resolver("tp2detr_variant"):
+        OmegaConf.register_new_resolver("tp2detr_variant", _variant)
 
 
 register_resolvers()

@@ -54,14 +54,57 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         handle.flush()
 
 
+def json_bytes(obj: Any, indent: int | None = 2) -> bytes:
+    """``obj`` as the bytes of a JSON file (UTF-8, a final newline)."""
+    return (json.dumps(obj, indent=indent) + "\n").encode()
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     """Write ``obj`` as JSON to ``path`` atomically."""
-    with atomic_open(path, "w") as handle:
-        json.dump(obj, handle, indent=indent)
-        handle.write("\n")
+    atomic_write_bytes(path, json_bytes(obj, indent))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, "wb") as handle:
         handle.write(data)
+
+
+def atomic_write_group(files: list[tuple[str | os.PathLike, bytes]]) -> None:
+    """Write several files so that either all of them change or none does.
+
+    Each content goes to a temporary file beside its destination (in the order given: put the
+    largest, e.g. a checkpoint, first), is flushed and fsync-ed; only when every one is written
+    are they renamed onto their destinations, in the same order. A failure while writing (a full
+    disk) removes the temporary files and leaves every destination as it was.
+
+    Raises:
+        OutputWriteError: a file could not be written; names it and the OS's reason.
+    """
+    from tp2detr.errors import OutputWriteError
+
+    written: list[tuple[str, Path]] = []
+    try:
+        for path, data in files:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            written.append((tmp, path))
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as err:
+                raise OutputWriteError(
+                    f"{path}: cannot write ({err.strerror or err}); none of "
+                    f"{', '.join(str(Path(p).name) for p, _ in files)} was changed"
+                ) from err
+            os.chmod(tmp, 0o666 & ~_current_umask())
+    except BaseException:
+        for tmp, _ in written:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    for tmp, path in written:
+        os.replace(tmp, path)

@@ -89,10 +89,10 @@ def test_feature_length_disagreeing_with_feature_info(toy_cfg, tmp_path):
         bad[0]
 
 
-def test_missing_store_says_how_to_make_it(tmp_path):
-    cfg = compose(["dataset=thumos14_synth", f"paths.feature_dir={tmp_path}"])
+def test_missing_store_says_what_to_set_and_the_synthetic_alternative(tmp_path):
+    cfg = compose(["dataset=anet13", f"paths.feature_dir={tmp_path}"])
     bundle = load_data(cfg)
-    with pytest.raises(MissingDataError, match="make_synthetic.py dataset=thumos14_synth"):
+    with pytest.raises(MissingDataError, match="dataset.features.path=.*python train.py dataset=anet13_synth"):
         build_dataset(cfg, bundle, training=True)
 
 

@@ -362,7 +362,8 @@ def _multirun(tmp_path: Path, *extra: str) -> Path:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep_dir,) = (out / "sweeps" / "table4_baseline").iterdir()
-    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == [f"75_25_split{i}_{i}" for i in range(3)]
+    runs = sweep_dir / "table4_baseline" / "toy"
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == [f"75_25_split{i}" for i in range(3)]
     return sweep_dir
 
 

@@ -12,6 +12,7 @@ from tp2detr.engine import trainer as trainer_module
 from tp2detr.engine.checkpoint import CheckpointError, load_checkpoint
 from tp2detr.engine.optim import parameter_groups
 from tp2detr.engine.trainer import Trainer
+from tp2detr.errors import TrainingDiverged
 from tp2detr.models.builder import build_model
 
 TINY = [
@@ -87,10 +88,13 @@ def test_resume_after_finishing_changes_nothing(feature_dir, tmp_path):
     assert _strip_times(again) == _strip_times(first)
 
 
-def test_resume_false_refuses_to_overwrite(feature_dir, tmp_path):
+def test_resume_false_starts_over_and_moves_the_previous_run_aside(feature_dir, tmp_path):
     Trainer(tiny_cfg(feature_dir, "optim.epochs=1"), tmp_path).fit()
-    with pytest.raises(ValueError, match="trainer.resume=false"):
-        Trainer(tiny_cfg(feature_dir, "optim.epochs=1", "trainer.resume=false"), tmp_path).fit()
+    metrics = (tmp_path / "metrics.json").read_bytes()
+    Trainer(tiny_cfg(feature_dir, "optim.epochs=1", "trainer.resume=false"), tmp_path).fit()
+    assert (tmp_path / "superseded" / "1" / "metrics.json").read_bytes() == metrics
+    assert (tmp_path / "superseded" / "1" / "checkpoints" / "last.pt").is_file()
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "finished"
 
 
 def test_corrupt_checkpoint_is_an_error_and_is_not_overwritten(feature_dir, tmp_path):
@@ -105,9 +109,15 @@ def test_corrupt_checkpoint_is_an_error_and_is_not_overwritten(feature_dir, tmp_
 
 
 def test_architecture_mismatch_lists_the_keys(feature_dir, tmp_path):
+    from tp2detr.engine.checkpoint import check_architecture
+    from tp2detr.errors import ConfigError
+
     Trainer(tiny_cfg(feature_dir, "optim.epochs=1"), tmp_path).fit()
-    with pytest.raises(CheckpointError, match=r"does not match the model.*unexpected: heads.actionness.1.bias.*\(30 in all\)"):
+    with pytest.raises(ConfigError, match=r"cannot resume.*model.decoder_layers: checkpoint 2, now 1"):
         Trainer(tiny_cfg(feature_dir, "optim.epochs=1", "model.decoder_layers=1"), tmp_path).fit()
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
+    with pytest.raises(CheckpointError, match=r"does not match the model.*unexpected: heads.actionness.1.bias.*\(30 in all\)"):
+        check_architecture(build_model(tiny_cfg(feature_dir, "model.decoder_layers=1")), state)
 
 
 @pytest.mark.parametrize("rule,label", [("val", "held-out validation"), ("test_best", "TEST set (oracle")])
@@ -155,9 +165,9 @@ def test_nan_loss_stops_with_a_clear_error(feature_dir, tmp_path, monkeypatch):
         return call
 
     monkeypatch.setattr(trainer_module, "build_criterion", poisoned)
-    with pytest.raises(FloatingPointError, match="the loss is nan"):
+    with pytest.raises(TrainingDiverged, match="epoch 0, step 0: the loss is nan"):
         Trainer(tiny_cfg(feature_dir, "optim.epochs=1"), tmp_path).fit()
-    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
 
 
 def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(feature_dir, tmp_path, monkeypatch):

@@ -43,7 +43,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tp2detr.cli.hydra_app import run_hydra_command
+from tp2detr.cli.hydra_app import report_error, run_hydra_command
+from tp2detr.config_checks import check_config
 from tp2detr.config import CONFIG_DIR, repo_root
 from tp2detr.errors import TP2DETRError
 from tp2detr.io import atomic_open, atomic_write_json
@@ -247,8 +248,8 @@ def evaluate_checkpoint(app: DictConfig, overrides: Sequence[str], out_dir: Path
     from tp2detr.engine.checkpoint import check_architecture, load_checkpoint
     from tp2detr.engine.evaluation import evaluate_on_protocol
     from tp2detr.engine.inference import (
-        autocast_dtype,
         predict_batches,
+        resolve_precision,
         select_device,
         video_proposals,
     )
@@ -257,9 +258,10 @@ def evaluate_checkpoint(app: DictConfig, overrides: Sequence[str], out_dir: Path
 
     path = Path(str(app.ckpt))
     device = select_device(str(app.device))
-    amp_dtype = autocast_dtype(str(app.precision))
+    amp_dtype = resolve_precision(str(app.precision), device, key="precision")
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, app, overrides, str(path))
+    check_config(cfg, source=f"{path}'s configuration with the command line's overrides")
     model = build_model(cfg)
     weights = unwrap_state_dict(state["model"])
     check_architecture(model, weights, source=str(path))
@@ -319,6 +321,7 @@ def evaluate_results_file(app: DictConfig, out_dir: Path) -> dict[str, Any]:
     from tp2detr.evaluation.results_io import load_predictions
 
     path = Path(str(app.predictions))
+    check_config(app)
     predictions = load_predictions(path)
     bundle = load_data(app)
     ground_truth = bundle.protocol.eval_ground_truth
@@ -379,8 +382,7 @@ def run(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> int:
             document = evaluate_results_file(app, out_dir)
         atomic_write_json(out_dir / "eval_metrics.json", document)
     except BAD_INPUT_ERRORS as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return report_error(err)
     print(summary_text(document, out_dir))
     return 0
 

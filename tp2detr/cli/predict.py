@@ -50,7 +50,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from tp2detr.cli.eval import BAD_INPUT_ERRORS, checkpoint_config, unwrap_state_dict
-from tp2detr.cli.hydra_app import run_hydra_command
+from tp2detr.cli.hydra_app import report_error, run_hydra_command
 from tp2detr.data.annotations import FeatureInfo, load_feature_info
 from tp2detr.errors import DataFormatError, MissingDataError
 from tp2detr.extraction.video import VIDEO_SUFFIXES, check_unique_video_ids
@@ -378,7 +378,7 @@ def summary_text(
 def predict(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> str:
     """Run the whole command (module docstring) and return the summary text."""
     from tp2detr.engine.checkpoint import check_architecture, load_checkpoint
-    from tp2detr.engine.inference import autocast_dtype, select_device
+    from tp2detr.engine.inference import resolve_precision, select_device
     from tp2detr.engine.prediction import (
         predict_video_proposals,
         top_k_per_video,
@@ -394,7 +394,7 @@ def predict(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> str:
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k is {top_k}, expected a positive number of proposals per video (or null for all)")
     device = select_device(str(app.device))
-    amp_dtype = autocast_dtype(str(app.precision))
+    amp_dtype = resolve_precision(str(app.precision), device, key="precision")
     path = Path(str(app.ckpt))
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, app, checkpoint_overrides(overrides), str(path))
@@ -436,8 +436,7 @@ def run(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> int:
     try:
         text = predict(app, overrides, out_dir)
     except PREDICT_BAD_INPUT_ERRORS as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return report_error(err)
     print(text)
     return 0
 

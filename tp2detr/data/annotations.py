@@ -7,18 +7,29 @@ Schemas (see ``data/README.md``):
 * feature info: ``{video_id: {"frame_length": int, "frame_duration": s, "video_fps": float,
   "snippet_length": int, "snippet_duration": s}}`` — one feature row per snippet.
 
+A video id given twice is an error (``json`` would silently keep the last record), and so is a
+segment that starts before the video (beyond a small clip, :data:`NEGATIVE_START_TOLERANCE_S`).
 Times are in seconds. Nothing here applies the zero-shot protocol; see :mod:`tp2detr.data.protocol`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
 from tp2detr.errors import DataFormatError, MissingDataError
+
+log = logging.getLogger(__name__)
+
+#: Segment starts in [-NEGATIVE_START_TOLERANCE_S, 0) are clipped to 0 (an annotation tool's
+#: rounding; half a second is under two THUMOS14 snippets) and counted in one warning; an earlier
+#: start is an error. The shipped THUMOS14 and ActivityNet1.3 annotations have no negative start.
+NEGATIVE_START_TOLERANCE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -89,9 +100,22 @@ def _read_json(path: Path) -> Any:
     if not text.strip():
         raise DataFormatError(f"{path}: file is empty, expected a JSON object")
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=partial(_unique_keys, path=path))
     except json.JSONDecodeError as err:
         raise DataFormatError(f"{path}: not valid JSON ({err})") from err
+
+
+def _unique_keys(pairs: list[tuple[str, Any]], path: Path) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a key given twice (``json`` would keep the last silently)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DataFormatError(
+                f"{path}: entry {key!r} is given twice in one object (e.g. a video id listed twice); "
+                "expected each key once"
+            )
+        obj[key] = value
+    return obj
 
 
 def _number(value: Any, where: str, path: Path) -> float:
@@ -113,6 +137,7 @@ def parse_annotations(obj: Any, path: Path) -> AnnotationSet:
     if not isinstance(obj["database"], dict):
         raise DataFormatError(f"{path}: field 'database' must be an object mapping video ids")
     videos: dict[str, AnnotatedVideo] = {}
+    clipped = 0
     for vid, rec in obj["database"].items():
         where = f"database['{vid}']"
         if not isinstance(rec, dict):
@@ -133,6 +158,14 @@ def parse_annotations(obj: Any, path: Path) -> AnnotationSet:
                 raise DataFormatError(f"{path}: {w}.segment is {seg!r}, expected [start, end]")
             start = _number(seg[0], f"{w}.segment[0]", path)
             end = _number(seg[1], f"{w}.segment[1]", path)
+            if start < 0:
+                if start < -NEGATIVE_START_TOLERANCE_S:
+                    raise DataFormatError(
+                        f"{path}: {w}.segment is [{start}, {end}]: the start is before the video begins, "
+                        f"expected start >= 0 (starts down to -{NEGATIVE_START_TOLERANCE_S} s are clipped to 0)"
+                    )
+                clipped += 1
+                start = 0.0
             if end < start:
                 raise DataFormatError(
                     f"{path}: {w}.segment is [{start}, {end}]: end < start, expected start <= end"
@@ -141,6 +174,8 @@ def parse_annotations(obj: Any, path: Path) -> AnnotationSet:
                 raise DataFormatError(f"{path}: {w}.label is {ann['label']!r}, expected a string")
             instances.append(Instance(start, end, ann["label"]))
         videos[vid] = AnnotatedVideo(vid, str(rec["subset"]), duration, tuple(instances))
+    if clipped:
+        log.warning("%s: clipped %d segment start(s) slightly below 0 s to 0", path, clipped)
     return AnnotationSet(Path(path), tuple(classes), videos)
 
 

@@ -299,9 +299,20 @@ class NpyFeatureStore(FeatureStore):
                 f"features of video '{video_id}' not found: expected the file {file} "
                 f"([T, C] array) in the feature folder {self.source}"
             )
+        _check_npy_magic(file, video_id)
         try:
             array = np.load(file, mmap_mode="r", allow_pickle=False)
-        except (ValueError, EOFError, OSError) as err:
+        except ValueError as err:
+            if "pickle" in str(err) or "Python objects" in str(err):
+                raise DataFormatError(
+                    f"{file}: holds Python objects (an object array), not numbers; expected a .npy "
+                    f"file holding a [T, C] float array for video '{video_id}'"
+                ) from err
+            raise DataFormatError(
+                f"{file}: not a valid .npy array ({err}); expected a .npy file holding a [T, C] "
+                f"float array for video '{video_id}'"
+            ) from err
+        except (EOFError, OSError) as err:
             raise DataFormatError(
                 f"{file}: cannot read features of video '{video_id}' ({err}); "
                 f"expected a .npy file holding a [T, C] float array"
@@ -322,6 +333,24 @@ class NpyFeatureStore(FeatureStore):
         rows = np.array(array[start:stop], dtype=np.float32)  # copy: detaches from the mmap
         del array
         return rows
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_npy_magic(file: Path, video_id: str) -> None:
+    """Raise :class:`DataFormatError` unless ``file`` starts with the ``.npy`` magic bytes (numpy
+    would otherwise try to read it as a pickle and hint at ``allow_pickle``)."""
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(len(_NPY_MAGIC))
+    except OSError as err:
+        raise DataFormatError(f"{file}: cannot read features of video '{video_id}' ({err})") from err
+    if head != _NPY_MAGIC:
+        raise DataFormatError(
+            f"{file}: not a valid .npy array file (its first bytes are {head!r}, a .npy file starts "
+            f"with {_NPY_MAGIC!r}); expected a .npy file holding a [T, C] float array for video '{video_id}'"
+        )
 
 
 class HDF5FeatureStore(FeatureStore):
@@ -440,6 +469,37 @@ def open_feature_store(
     if fmt == "hdf5":
         return HDF5FeatureStore(path, **kwargs)
     raise ValueError(f"features.format is {fmt!r}, expected one of {', '.join(FEATURE_FORMATS)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking a whole store up front
+# ----------------------------------------------------------------------------------------------
+
+#: Rows read at a time when scanning a video's values (bounds memory on long videos).
+SCAN_ROWS = 8192
+
+
+def scan_feature_store(
+    store: FeatureStore, video_ids: Iterable[str], *, values: bool = True, progress: bool = False
+) -> list[str]:
+    """Check every video of ``video_ids`` in ``store`` and return one line per bad video.
+
+    Shapes (rank, channels, length against the feature info) come from file headers (``.npy``
+    memory-mapped, HDF5 metadata); with ``values`` every value is then read once, ``SCAN_ROWS``
+    rows at a time, and checked for NaN/Inf. A missing video is a problem too. Nothing is raised
+    for a bad video: the caller reports all of them at once.
+    """
+    problems = []
+    ids = sorted(set(video_ids))
+    for video_id in tqdm(ids, desc="checking features", unit="video", disable=not progress):
+        try:
+            length = store.length(video_id)
+            if values:
+                for start in range(0, length, SCAN_ROWS):
+                    store.read(video_id, start, min(start + SCAN_ROWS, length))
+        except (DataFormatError, MissingDataError) as err:
+            problems.append(" ".join(str(err).split()))
+    return problems
 
 
 # ----------------------------------------------------------------------------------------------

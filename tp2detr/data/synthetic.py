@@ -30,6 +30,7 @@ none.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -430,5 +431,12 @@ def ensure_synthetic_store(
     if not force and synthetic_store_matches(path, expected):
         logger.info("%s: up to date, not regenerated", path)
         return False
-    write_synthetic_store(path, annotations, feature_info, params, seed, dtype=dtype, progress=progress)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Runs started together (a joblib sweep) wait for the one that writes the store, then reuse it.
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and synthetic_store_matches(path, expected):
+            return False
+        write_synthetic_store(path, annotations, feature_info, params, seed, dtype=dtype, progress=progress)
     return True

@@ -29,12 +29,17 @@ class CheckpointError(TP2DETRError):
     """A checkpoint is missing, unreadable, of another format, or does not fit the model."""
 
 
+def checkpoint_bytes(state: dict[str, Any]) -> bytes:
+    """``state`` serialised as a checkpoint file's bytes (with the :data:`FORMAT` tag)."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    return buffer.getvalue()
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Serialise ``state`` in memory, then write it atomically: on any failure (a full disk
     included) the previous file at ``path`` is left intact."""
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **state}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, checkpoint_bytes(state))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -34,9 +35,16 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from tp2detr.data.builder import DataBundle, build_dataset, hold_out_validation, load_data
+from tp2detr.data.builder import (
+    DataBundle,
+    build_dataset,
+    check_features_up_front,
+    hold_out_validation,
+    load_data,
+    open_features,
+)
 from tp2detr.data.dataset import collate_samples
-from tp2detr.engine.checkpoint import check_architecture, load_checkpoint, save_checkpoint
+from tp2detr.engine.checkpoint import check_architecture, checkpoint_bytes, load_checkpoint, save_checkpoint
 from tp2detr.engine.distributed import (
     barrier,
     broadcast_flag,
@@ -45,11 +53,13 @@ from tp2detr.engine.distributed import (
     shard,
 )
 from tp2detr.engine.evaluation import evaluate_proposals, length_bins_for
-from tp2detr.engine.inference import autocast_dtype, predict_batches, select_device, video_proposals
+from tp2detr.engine.inference import predict_batches, resolve_precision, select_device, video_proposals
 from tp2detr.engine.optim import build_optimizer, build_scheduler
+from tp2detr.engine.run_identity import resume_changes
 from tp2detr.engine.seeding import rng_state, seed_everything, set_rng_state
-from tp2detr.evaluation import write_predictions
-from tp2detr.io import atomic_write_json
+from tp2detr.errors import ConfigError, MissingDataError, OutputWriteError, TrainingDiverged
+from tp2detr.evaluation.results_io import predictions_to_json
+from tp2detr.io import atomic_open, atomic_write_group, atomic_write_json, json_bytes
 from tp2detr.losses.builder import build_criterion
 from tp2detr.models.builder import build_model, parameter_breakdown
 from tp2detr.models.deform_attn import resolve_backend
@@ -61,6 +71,45 @@ SELECTION_LABELS = {
     "val": "best epoch on held-out validation videos (seen classes)",
     "test_best": "best epoch on the TEST set (oracle, as the paper's code; not an honest estimate)",
 }
+
+
+def new_document(cfg: DictConfig) -> dict[str, Any]:
+    """A run's ``metrics.json`` before its first epoch (identity fields read leniently, so that a
+    run refused for a bad value is still recorded)."""
+    def get(key: str, kind: type) -> Any:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        try:
+            return None if value is None else kind(value)
+        except (TypeError, ValueError):
+            return None
+
+    selection = str(get("trainer.selection", str))
+    return {
+        "name": get("name", str),
+        "dataset": get("dataset.name", str),
+        "split": get("split.setting", str),
+        "split_id": get("split.id", int),
+        "tfpn": get("tfpn.name", str),
+        "seed": get("seed", int),
+        "selection": selection,
+        "selection_label": SELECTION_LABELS.get(selection),
+        "status": "running",
+        "epochs": [],
+        "selected": None,
+        "untrained": None,
+        "wall_time_s": 0.0,
+        "error": None,
+    }
+
+
+def record_failure(cfg: DictConfig, run_dir: Path, err: BaseException) -> None:
+    """Write ``metrics.json`` for a run that failed before its first epoch (for sweep summaries),
+    unless the folder already holds one (an earlier run's record is never overwritten)."""
+    path = Path(run_dir) / "metrics.json"
+    if path.exists():
+        return
+    status = "diverged" if isinstance(err, TrainingDiverged) else "failed"
+    atomic_write_json(path, {**new_document(cfg), "status": status, "error": f"{type(err).__name__}: {err}"})
 
 
 class _SkipFirst(Sampler):
@@ -78,11 +127,8 @@ class _SkipFirst(Sampler):
         return max(len(self.sampler) - self.skip, 0)
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: ``auto`` → bf16 on GPU, none (fp32) on CPU; ``fp32`` | ``bf16`` forced."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return autocast_dtype(name)
+#: Files of a run folder that ``trainer.resume=false`` moves into ``superseded/<n>/``.
+RUN_OUTPUTS = ("metrics.json", "predictions.json", "config.yaml", "checkpoints", "tb")
 
 
 class Trainer:
@@ -93,7 +139,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.t = cfg.trainer
         if str(self.t.selection) not in SELECTION_LABELS:
-            raise ValueError(
+            raise ConfigError(
                 f"trainer.selection is {self.t.selection!r}, expected one of {sorted(SELECTION_LABELS)}"
             )
         if self.t.get("num_threads"):
@@ -106,6 +152,12 @@ class Trainer:
         self._stop_requested = False
         self._partial: dict[str, Any] | None = None  # loss sums of an interrupted epoch
         self.writer = None
+        # Divergence rule (trainer.divergence): the loss of the run's first step, and the last
+        # finite loss seen (for the message).
+        self._loss_reference: float | None = None
+        self._last_finite: tuple[int, int, float] | None = None  # (epoch, step, loss)
+        self._config_changes: list[tuple[str, Any, Any]] = []
+        self.last_loss = math.nan  # the total loss of the last optimizer step (read on the host)
 
     # -- setup -----------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -116,12 +168,14 @@ class Trainer:
         if str(self.t.selection) == "val":
             bundle = hold_out_validation(bundle, cfg, float(self.t.val_fraction), int(cfg.seed))
         self.bundle: DataBundle = bundle
-        self.train_set = build_dataset(cfg, bundle, training=True)
-        self.eval_set = build_dataset(cfg, bundle, training=False)
+        store = open_features(cfg, bundle)
+        self.train_set = build_dataset(cfg, bundle, training=True, store=store)
+        self.eval_set = build_dataset(cfg, bundle, training=False, store=store)
         self.val_set = (
-            build_dataset(cfg, bundle, training=False, samples=bundle.val_samples)
+            build_dataset(cfg, bundle, training=False, samples=bundle.val_samples, store=store)
             if bundle.val_samples is not None else None
         )
+        check_features_up_front(cfg, [d for d in (self.train_set, self.eval_set, self.val_set) if d is not None])
         self.model = build_model(cfg).to(self.device)
         self.criterion = build_criterion(cfg.loss)
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -129,7 +183,7 @@ class Trainer:
         self.train_model: torch.nn.Module = self.model
         if bool(self.t.compile):
             if self.device.type == "cpu":
-                raise ValueError(
+                raise ConfigError(
                     "trainer.compile=true on CPU: torch.compile of this model aborts with heap corruption "
                     "in the generated CPU code (seen with torch 2.13); use it on GPU or set trainer.compile=false"
                 )
@@ -143,11 +197,12 @@ class Trainer:
         world = self.dist.world_size
         batch_size = int(cfg.optim.batch_size)
         if batch_size % world:
-            raise ValueError(f"optim.batch_size={batch_size} is not divisible by the {world} processes")
+            raise ConfigError(f"optim.batch_size={batch_size} is not divisible by the {world} processes")
         self.per_rank_batch = batch_size // world
         if len(self.train_set) < batch_size:
-            raise ValueError(
-                f"{len(self.train_set)} training samples cannot fill one batch of optim.batch_size={batch_size}"
+            raise ConfigError(
+                f"{len(self.train_set)} training samples cannot fill one batch of optim.batch_size={batch_size}; "
+                "expected a smaller optim.batch_size"
             )
         self.collate = partial(collate_samples, pad_multiple=self.model.length_multiple)
         self.sampler = DistributedSampler(
@@ -181,23 +236,7 @@ class Trainer:
 
     # -- metrics document ------------------------------------------------------------------------
     def _new_document(self) -> dict[str, Any]:
-        cfg = self.cfg
-        return {
-            "name": str(cfg.name),
-            "dataset": str(cfg.dataset.name),
-            "split": str(cfg.split.setting),
-            "split_id": int(cfg.split.id),
-            "tfpn": str(cfg.tfpn.name),
-            "seed": int(cfg.seed),
-            "selection": str(self.t.selection),
-            "selection_label": SELECTION_LABELS[str(self.t.selection)],
-            "status": "running",
-            "epochs": [],
-            "selected": None,
-            "untrained": None,
-            "wall_time_s": 0.0,
-            "error": None,
-        }
+        return new_document(self.cfg)
 
     def _write_document(self) -> None:
         if self.dist.is_main:
@@ -216,30 +255,62 @@ class Trainer:
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "metrics": self.doc,
             "partial_epoch": self._partial if step_in_epoch else None,
+            "loss_reference": self._loss_reference,
         }
 
     def _save(self, name: str, epoch: int, step_in_epoch: int = 0) -> None:
         if self.dist.is_main:
             save_checkpoint(self.run_dir / "checkpoints" / name, self._state(epoch, step_in_epoch))
 
-    def _resume(self) -> tuple[int, int]:
-        """Restore from ``checkpoints/last.pt`` per ``trainer.resume``; (start epoch, steps to skip)."""
+    def _resume_mode(self) -> str:
+        mode = self.t.resume
+        if isinstance(mode, bool):
+            return "true" if mode else "false"
+        mode = str(mode).lower()
+        if mode not in ("auto", "true", "false"):
+            raise ConfigError(f"trainer.resume is {self.t.resume!r}, expected auto, true or false")
+        return mode
+
+    def _supersede_previous(self) -> None:
+        """``trainer.resume=false`` over an earlier run: move its outputs into ``superseded/<n>/``."""
+        present = [name for name in RUN_OUTPUTS if (self.run_dir / name).exists()]
+        if not present or not self.dist.is_main:
+            return
+        number = 1
+        while (self.run_dir / "superseded" / str(number)).exists():
+            number += 1
+        target = self.run_dir / "superseded" / str(number)
+        target.mkdir(parents=True)
+        for name in present:
+            shutil.move(str(self.run_dir / name), str(target / name))
+        log.warning("trainer.resume=false: moved the previous run's %s into %s", ", ".join(present), target)
+
+    def _resume_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from per ``trainer.resume`` (None: start from scratch), its
+        configuration checked against this one (:func:`tp2detr.engine.run_identity.resume_changes`)
+        before any data is read."""
         path = self.run_dir / "checkpoints" / "last.pt"
-        mode = str(self.t.resume)
-        if mode not in ("auto", "true", "false", "True", "False"):
-            raise ValueError(f"trainer.resume is {mode!r}, expected auto, true or false")
-        if mode in ("false", "False"):
-            if path.exists():
-                raise ValueError(
-                    f"{path} exists and trainer.resume=false: choose another run folder "
-                    "(hydra.run.dir=...) or resume it (trainer.resume=auto)"
-                )
-            return 0, 0
+        mode = self._resume_mode()
+        if mode == "false":
+            self._supersede_previous()
+            return None
         if not path.exists():
-            if mode in ("true", "True"):
-                raise FileNotFoundError(f"{path}: trainer.resume=true but there is no checkpoint to resume")
+            if mode == "true":
+                raise MissingDataError(f"{path}: trainer.resume=true but there is no checkpoint to resume")
+            return None
+        state = load_checkpoint(path, map_location="cpu")
+        self._config_changes = resume_changes(
+            state["config"], OmegaConf.to_container(self.cfg, resolve=True), str(path)
+        )
+        for key, old, new in self._config_changes:
+            log.info("resume: %s changed from %r to %r (a key that may change mid-run)", key, old, new)
+        return state
+
+    def _resume(self, state: dict[str, Any] | None) -> tuple[int, int]:
+        """Restore ``state`` (from :meth:`_resume_checkpoint`); (start epoch, steps to skip)."""
+        if state is None:
             return 0, 0
-        state = load_checkpoint(path, map_location=self.device)
+        path = self.run_dir / "checkpoints" / "last.pt"
         check_architecture(self.model, state["model"], source=str(path))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -247,9 +318,43 @@ class Trainer:
         set_rng_state(state["rng"])
         self.doc = state["metrics"]
         self.doc["status"] = "running"
+        self.doc["error"] = None
+        self.doc.setdefault("config_changes", []).extend(
+            {"epoch": int(state["epoch"]), "key": key, "from": old, "to": new}
+            for key, old, new in self._config_changes
+        )
         self._partial = state.get("partial_epoch")
+        self._loss_reference = state.get("loss_reference")
         log.info("resumed from %s: epoch %d, step %d", path, state["epoch"], state.get("step_in_epoch", 0))
         return int(state["epoch"]), int(state.get("step_in_epoch", 0))
+
+    def _commit_epoch(self, doc: dict[str, Any], epoch: int, predictions: dict | None) -> None:
+        """Make ``doc`` (with epoch ``epoch`` recorded) the run's state and write it: the checkpoint
+        first (``selected.pt`` and ``predictions.json`` too when ``predictions`` is given, i.e. this
+        epoch is the newly selected one), then ``last.pt`` and ``metrics.json`` — all or nothing
+        (:func:`tp2detr.io.atomic_write_group`), so the files always agree. On a failed write the
+        previous document is kept and the error names the file."""
+        previous, self.doc = self.doc, doc
+        try:
+            if self.dist.is_main:
+                ckpt = checkpoint_bytes(self._state(epoch + 1, 0))
+                folder = self.run_dir / "checkpoints"
+                files: list[tuple[Path, bytes]] = []
+                if predictions is not None:
+                    files += [(folder / "selected.pt", ckpt),
+                              (self.run_dir / "predictions.json", json_bytes(predictions_to_json(predictions), None))]
+                files += [(folder / "last.pt", ckpt), (self.run_dir / "metrics.json", json_bytes(doc))]
+                atomic_write_group(files)
+        except OutputWriteError as err:
+            self.doc = previous
+            kept = f"after epoch {len(previous['epochs']) - 1}" if previous["epochs"] else "before the first epoch"
+            raise OutputWriteError(
+                f"{err}; the run folder still holds its state {kept} (metrics.json, predictions.json "
+                "and the checkpoints agree): free space and re-run the same command to resume"
+            ) from err
+        except BaseException:
+            self.doc = previous
+            raise
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, dataset, ground_truth, durations) -> tuple[dict[str, Any], dict]:
@@ -277,8 +382,8 @@ class Trainer:
         )
         return metrics, predictions
 
-    def _select(self, record: dict[str, Any]) -> bool:
-        """Update the selected epoch; True when ``record`` becomes the selected one."""
+    def _selects(self, record: dict[str, Any]) -> bool:
+        """Whether ``record`` (an evaluated epoch) becomes the selected one (``trainer.selection``)."""
         rule = str(self.t.selection)
         current = self.doc["selected"]
         if rule == "last":
@@ -291,8 +396,6 @@ class Trainer:
             if current is not None:
                 best = next(e[key]["mAP"] for e in self.doc["epochs"] if e["epoch"] == current["epoch"])
             better = best is None or record[key]["mAP"] > best
-        if better:
-            self.doc["selected"] = {"epoch": record["epoch"], "eval": record["eval"]}
         return better
 
     # -- training --------------------------------------------------------------------------------
@@ -303,8 +406,8 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One optimizer step on a collated batch; returns the detached loss terms (+ ``loss``).
 
-        The only host synchronisation is the finiteness check of the total loss (a NaN/Inf stops
-        the run before it reaches the weights).
+        The only host synchronisation is reading the total loss, which is checked before it reaches
+        the weights (:meth:`_check_loss`: a non-finite or exploding loss raises FloatingPointError).
         """
         feats = batch["feats"].to(self.device, non_blocking=True)
         mask = batch["mask"].to(self.device, non_blocking=True)
@@ -322,8 +425,9 @@ class Trainer:
             salient_target=batch["salient_target"].to(self.device, non_blocking=True),
             salient_valid=batch["salient_valid"].to(self.device, non_blocking=True),
         )
-        if not torch.isfinite(loss.total):
-            raise FloatingPointError(f"the loss is {loss.total.item()} (terms: {loss.as_floats()})")
+        value = loss.total.detach().item()
+        self._check_loss(value, loss)
+        self.last_loss = value
         self.optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         clip = self.cfg.optim.clip_max_norm
@@ -331,6 +435,47 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
         self.optimizer.step()
         return {k: v.detach() for k, v in {"loss": loss.total, **loss.terms}.items()}
+
+    def _check_loss(self, value: float, loss: Any) -> None:
+        """The divergence rule (``trainer.divergence``, README "When something goes wrong").
+
+        A step's loss is a divergence when it is not finite, or when it exceeds
+        ``trainer.divergence.factor`` times the reference: the loss of the run's first step, i.e.
+        of the freshly initialised model before any update (kept in the checkpoint, so a resumed
+        run uses the same one). ``factor: null`` keeps only the finiteness test. Training losses of
+        this model stay below their initial value; a run whose learning rate is far too high
+        passes it by orders of magnitude within a few steps.
+
+        Raises:
+            FloatingPointError: the step diverged (the caller names the epoch and step).
+        """
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the loss is {value} (terms: {loss.as_floats()})")
+        factor = (self.t.get("divergence") or {}).get("factor")
+        reference = self._loss_reference
+        if reference is None:
+            self._loss_reference = value
+        elif factor is not None and value > float(factor) * reference:
+            raise FloatingPointError(
+                f"the loss {value:.4g} exceeds {float(factor):g}x the run's first-step loss {reference:.4g} "
+                "(trainer.divergence.factor)"
+            )
+
+    def _diverged(self, epoch: int, step: int, err: BaseException) -> TrainingDiverged:
+        """The :class:`TrainingDiverged` of a step that failed :meth:`_check_loss` (or whose model
+        outputs were not finite), with what a user needs to act on it."""
+        lrs = ", ".join(f"{g.get('name', i)} {g['lr']:.3g}" for i, g in enumerate(self.optimizer.param_groups))
+        last = (
+            f"last finite loss {self._last_finite[2]:.4g} at epoch {self._last_finite[0]}, step {self._last_finite[1]}"
+            if self._last_finite else "no finite loss before it"
+        )
+        saved = self.run_dir / "checkpoints" / "last.pt"
+        kept = (f"the last good checkpoint {saved} (after epoch {len(self.doc['epochs']) - 1}) is kept"
+                if saved.exists() else "no checkpoint was written before it")
+        return TrainingDiverged(
+            f"epoch {epoch}, step {step}: {' '.join(str(err).split())}; learning rates: {lrs}; {last}; {kept}. "
+            "Lower optim.lr / optim.lr_tfpn (or check the data) and run again"
+        )
 
     def _train_epoch(
         self, epoch: int, skip_steps: int, partial: dict[str, Any] | None
@@ -349,8 +494,9 @@ class Trainer:
         for batch in bar:
             try:
                 terms = self.train_step(batch)
-            except FloatingPointError as err:
-                raise FloatingPointError(f"epoch {epoch}, step {steps}: {err}") from err
+            except FloatingPointError as err:  # a non-finite or exploding loss, non-finite outputs
+                raise self._diverged(epoch, steps, err) from err
+            self._last_finite = (epoch, steps, self.last_loss)
             steps += 1
             for key, value in terms.items():
                 sums[key] = sums[key] + value if key in sums else value.to(torch.float64)
@@ -373,18 +519,20 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.doc = self._new_document()
         try:
+            state = self._resume_checkpoint()  # before reading any data: a refused resume is quick
             self.setup()
-            start_epoch, skip_steps = self._resume()
+            start_epoch, skip_steps = self._resume(state)
+            del state
         except BaseException as err:
             # Record the failure for sweep summaries, unless that would overwrite an earlier
             # run's metrics (e.g. its checkpoint turned out to be corrupt).
-            if self.dist.is_main and not (self.run_dir / "metrics.json").exists():
-                self.doc.update(status="failed", error=f"{type(err).__name__}: {err}")
-                self._write_document()
+            if self.dist.is_main:
+                record_failure(self.cfg, self.run_dir, err)
             raise
         elapsed_before = float(self.doc.get("wall_time_s") or 0.0)
         if self.dist.is_main:
-            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+            with atomic_open(self.run_dir / "config.yaml") as handle:  # what actually runs
+                handle.write(OmegaConf.to_yaml(self.cfg, resolve=True))
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_epoch * self.steps_per_epoch + skip_steps)
@@ -417,29 +565,33 @@ class Trainer:
                         record["val"], _ = self.evaluate(self.val_set, self.bundle.val_ground_truth,
                                                           self.bundle.val_durations)
                 record["seconds"] = time.perf_counter() - epoch_started
-                self.doc["epochs"].append(record)
-                if record["eval"] is not None and self._select(record) and self.dist.is_main:
-                    write_predictions(self.run_dir / "predictions.json", predictions)
-                    self._save("selected.pt", epoch + 1)
+                selected = record["eval"] is not None and self._selects(record)
+                doc = {
+                    **self.doc,
+                    "epochs": [*self.doc["epochs"], record],
+                    "selected": {"epoch": epoch, "eval": record["eval"]} if selected else self.doc["selected"],
+                    "wall_time_s": elapsed_before + time.perf_counter() - started,
+                    "status": "finished" if last else "running",
+                }
+                self._commit_epoch(doc, epoch, predictions if selected else None)
                 self._log_epoch(record)
-                self.doc["wall_time_s"] = elapsed_before + time.perf_counter() - started
-                self.doc["status"] = "finished" if last else "running"
-                self._save("last.pt", epoch + 1)
-                self._write_document()
                 barrier(self.dist)
             else:
                 if start_epoch >= epochs:
                     log.info("nothing to train: %s already holds %d epochs", self.run_dir, epochs)
                 self.doc["status"] = "finished"
         except BaseException as err:
-            self.doc["status"] = "failed"
+            self.doc["status"] = "diverged" if isinstance(err, TrainingDiverged) else "failed"
             self.doc["error"] = f"{type(err).__name__}: {err}"
             raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.doc["wall_time_s"] = elapsed_before + time.perf_counter() - started
-            self._write_document()
+            try:
+                self._write_document()
+            except OSError as err:  # e.g. the disk is still full: keep the error that stopped the run
+                log.error("could not record the run's status in %s: %s", self.run_dir / "metrics.json", err)
             if self.writer is not None:
                 self.writer.close()
         return self.doc

@@ -39,6 +39,11 @@ def _check_targets(targets: Sequence[Tensor], batch_size: int) -> None:
             )
 
 
+class NonFiniteCostError(FloatingPointError, ValueError):
+    """The matching cost is not finite: the model's outputs (a diverged run) or the targets hold
+    NaN/Inf. A ``FloatingPointError``, so the trainer treats it as a divergence."""
+
+
 class HungarianMatcher:
     """One-to-one assignment of Q predictions to G ground-truth segments per batch item.
 
@@ -116,9 +121,14 @@ class HungarianMatcher:
         focal = focal_match_cost(pred_logits.flatten().to(dtype), self.alpha, self.gamma)
         cost = cost + self.cost_focal * focal[:, None]
         if not torch.isfinite(cost).all():
-            raise ValueError(
-                "HungarianMatcher: the cost matrix contains NaN or inf; expected finite "
-                "pred_boxes, pred_logits and target segments"
+            culprits = [
+                name for name, values in (("pred_boxes", pred_boxes), ("pred_logits", pred_logits), ("target segments", gt))
+                if not torch.isfinite(values).all()
+            ]
+            raise NonFiniteCostError(
+                "HungarianMatcher: the cost matrix contains NaN or inf"
+                + (f" because {' and '.join(culprits)} do" if culprits else "")
+                + "; expected finite pred_boxes, pred_logits and target segments"
             )
         per_item = cost.view(batch_size, num_queries, -1).cpu().split(sizes, dim=-1)
         return [item_cost[item] for item, item_cost in enumerate(per_item)]
