@@ -338,13 +338,21 @@ def test_failed_generation_leaves_no_file(tmp_path: Path, toy_inputs) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_make_synthetic_script(tmp_path: Path) -> None:
-    script = [sys.executable, str(REPO_ROOT / "scripts" / "make_synthetic.py")]
+def test_make_synthetic_script(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import importlib.util
+
+    from tp2detr.cli.hydra_app import run_script
+
+    spec = importlib.util.spec_from_file_location("make_synthetic", REPO_ROOT / "scripts" / "make_synthetic.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
     args = ["dataset=toy", f"paths.feature_dir={tmp_path}", "dataset.synthetic.dim=8"]
-    first = subprocess.run(script + args, capture_output=True, text=True, timeout=120)
-    assert first.returncode == 0, first.stderr
-    assert (tmp_path / "toy_d8_s0.h5").is_file() and "wrote" in first.stdout
-    second = subprocess.run(script + args, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 0 and "up to date" in second.stdout
-    real = subprocess.run(script + ["dataset=thumos14"], capture_output=True, text=True, timeout=120)
-    assert real.returncode == 2 and "no 'synthetic' block" in real.stderr
+    assert run_script(script.main, args) == 0
+    assert (tmp_path / "toy_d8_s0.h5").is_file() and "wrote" in capsys.readouterr().out
+    assert run_script(script.main, args) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert run_script(script.main, ["dataset=thumos14"]) == 2
+    assert "no 'synthetic' block" in capsys.readouterr().err
+    assert run_script(script.main, ["dataset=toy", "dataset.synthetic.nope=1"]) == 2  # a Hydra error
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope" in err and "Traceback" not in err

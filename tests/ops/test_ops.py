@@ -241,9 +241,9 @@ def test_failed_build_warns_once_or_raises_with_the_compiler_message(
         pytest.skip("no C++ compiler on the PATH")
     broken = tmp_path / "csrc"
     shutil.copytree(ops_build.CSRC_DIR, broken)
-    for name in ops_build.CPP_SOURCES:  # fail in the preprocessor: no time spent parsing torch
+    for name in ops_build.CPP_SOURCES:  # a missing header is fatal at once: no time spent parsing torch
         source = broken / name
-        source.write_text("#error tp2detr-broken-source-marker\n" + source.read_text())
+        source.write_text('#include "tp2detr-broken-source-marker.h"\n' + source.read_text())
     monkeypatch.setattr(ops_build, "CSRC_DIR", broken)
     monkeypatch.setenv("TP2DETR_OPS_CACHE", str(tmp_path / "cache"))
     with caplog.at_level(logging.WARNING, logger="tp2detr.ops.build"):
