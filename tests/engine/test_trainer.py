@@ -213,6 +213,33 @@ def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
 
 
+def test_a_group_write_changes_all_files_or_none(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from tp2detr.errors import OutputWriteError
+    from tp2detr.io import atomic_write_group
+
+    a, b = tmp_path / "a.bin", tmp_path / "sub" / "b.json"
+    atomic_write_group([(a, b"A1"), (b, b"B1")])
+    assert (a.read_bytes(), b.read_bytes()) == (b"A1", b"B1")
+    calls = []
+    real_fsync = os.fsync
+
+    def second_fails(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", second_fails)
+    with pytest.raises(OutputWriteError, match=r"b.json: cannot write \(No space left on device\); none of a.bin, b.json"):
+        atomic_write_group([(a, b"A2"), (b, b"B2")])
+    monkeypatch.undo()
+    assert (a.read_bytes(), b.read_bytes()) == (b"A1", b"B1")  # the first file was not renamed either
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.bin", "b.json", "sub"]
+
+
 def test_compile_is_refused_on_cpu_with_a_reason(feature_dir, tmp_path):
     trainer = Trainer(tiny_cfg(feature_dir, "trainer.compile=true", "trainer.device=cpu"), tmp_path)
     with pytest.raises(ValueError, match="trainer.compile=true on CPU"):

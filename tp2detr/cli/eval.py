@@ -43,18 +43,19 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tp2detr.cli.hydra_app import report_error, run_hydra_command
+from tp2detr.cli.hydra_app import USER_ERRORS, report_error, run_hydra_command
 from tp2detr.config_checks import check_config
 from tp2detr.config import CONFIG_DIR, repo_root
-from tp2detr.errors import TP2DETRError
+from tp2detr.errors import ConfigError, TP2DETRError
 from tp2detr.io import atomic_open, atomic_write_json
 
 log = logging.getLogger("tp2detr.eval")
 
 #: Top-level keys of ``configs/eval.yaml`` that configure this command, not the evaluated model.
 APP_KEYS = frozenset({"ckpt", "predictions", "out_dir", "device", "precision", "eval", "plots", "plots_videos"})
-#: Errors that mean bad input (exit status 2). ``CheckpointError`` is a ``TP2DETRError``.
-BAD_INPUT_ERRORS = (TP2DETRError, ValueError, OSError, OmegaConfBaseException)
+#: Errors that mean bad input (exit status 2): the project's own (``CheckpointError`` included),
+#: unreadable or unwritable paths, and config keys that cannot be read. Anything else is a bug.
+BAD_INPUT_ERRORS = (*USER_ERRORS, OmegaConfBaseException)
 #: Prefixes a wrapped model adds to its state_dict keys (DDP, ``torch.compile``).
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -73,7 +74,7 @@ def _delete_key(config: DictConfig, key: str) -> None:
     parent_key, _, leaf = key.rpartition(".")
     parent = OmegaConf.select(config, parent_key) if parent_key else config
     if not isinstance(parent, DictConfig) or leaf not in parent:
-        raise ValueError(f"override ~{key}: the checkpoint's config has no key {key!r}, expected an existing key")
+        raise ConfigError(f"override ~{key}: the checkpoint's config has no key {key!r}, expected an existing key")
     del parent[leaf]
 
 
@@ -105,7 +106,7 @@ def apply_overrides(stored: DictConfig, composed: DictConfig, overrides: Sequenc
         if top in APP_KEYS or top == "hydra":
             continue
         if key == "experiment":
-            raise ValueError(
+            raise ConfigError(
                 "override experiment=...: a preset cannot be applied to a checkpoint's stored config; "
                 "expected single keys (e.g. split.id=3) or group choices (e.g. dataset=thumos14)"
             )
@@ -372,7 +373,7 @@ def run(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> int:
     """Run one evaluation; print the summary, or one ``error:`` line. Returns the exit status."""
     try:
         if (app.get("ckpt") is None) == (app.get("predictions") is None):
-            raise ValueError(
+            raise ConfigError(
                 "expected exactly one of ckpt=PATH (evaluate a checkpoint) or predictions=FILE "
                 f"(evaluate a results file), found ckpt={app.get('ckpt')}, predictions={app.get('predictions')}"
             )

@@ -51,8 +51,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from tp2detr.cli.eval import BAD_INPUT_ERRORS, checkpoint_config, unwrap_state_dict
 from tp2detr.cli.hydra_app import report_error, run_hydra_command
+from tp2detr.config_checks import check_config
 from tp2detr.data.annotations import FeatureInfo, load_feature_info
-from tp2detr.errors import DataFormatError, MissingDataError
+from tp2detr.errors import ConfigError, DataFormatError, MissingDataError
 from tp2detr.extraction.video import VIDEO_SUFFIXES, check_unique_video_ids
 from tp2detr.io import atomic_open
 
@@ -191,7 +192,7 @@ def npy_feature_info(
             f"feature_info {feature_info_path}: no entry for video '{item.video_id}' ({item.path}); expected one, "
             f"or feature_fps=SNIPPETS_PER_SECOND"
         )
-    raise ValueError(
+    raise ConfigError(
         f"{item.path}: the time of its feature rows is unknown (feature_fps is null, no feature_info); expected "
         f"feature_fps=SNIPPETS_PER_SECOND (e.g. 3.75 for 8-frame snippets of a 30 fps video) or feature_info=PATH "
         f"(a feature-info JSON with an entry for '{item.video_id}')"
@@ -212,12 +213,12 @@ def training_frames_per_snippet(cfg: DictConfig) -> int:
             info.frames_per_snippet for info in load_feature_info(path).values() if info.snippet_length > 0
         )
     except (DataFormatError, MissingDataError) as err:
-        raise ValueError(
+        raise ConfigError(
             f"frames_per_snippet is null and the checkpoint's dataset.feature_info cannot be read ({err}); "
             f"expected frames_per_snippet=8 (THUMOS14-style features) or 16 (ActivityNet1.3-style)"
         ) from err
     if not counts:
-        raise ValueError(f"frames_per_snippet is null and {path} lists no video; expected frames_per_snippet=K")
+        raise ConfigError(f"frames_per_snippet is null and {path} lists no video; expected frames_per_snippet=K")
     return int(counts.most_common(1)[0][0])
 
 
@@ -257,12 +258,12 @@ def check_timing_inputs(app: DictConfig, inputs: Sequence[InputFile]) -> dict[st
     if any(item.kind == "video" for item in inputs) and app.get("clip_model") is None:
         videos = [item.path.name for item in inputs if item.kind == "video"]
         shown = ", ".join(videos[:3]) + (", ..." if len(videos) > 3 else "")
-        raise ValueError(
+        raise ConfigError(
             f"input {app.input}: {len(videos)} video file(s) ({shown}) "
             f"need CLIP feature extraction but clip_model is null; expected clip_model=PATH_OR_HF_ID"
         )
     if app.get("feature_fps") is not None and not float(app.feature_fps) > 0:
-        raise ValueError(f"feature_fps is {app.feature_fps}, expected a positive number of snippets per second")
+        raise ConfigError(f"feature_fps is {app.feature_fps}, expected a positive number of snippets per second")
     if app.get("feature_info") is None:
         return None
     return load_feature_info(str(app.feature_info))
@@ -392,12 +393,13 @@ def predict(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> str:
     feature_infos = check_timing_inputs(app, inputs)
     top_k = None if app.top_k is None else int(app.top_k)
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k is {top_k}, expected a positive number of proposals per video (or null for all)")
+        raise ConfigError(f"top_k is {top_k}, expected a positive number of proposals per video (or null for all)")
     device = select_device(str(app.device))
     amp_dtype = resolve_precision(str(app.precision), device, key="precision")
     path = Path(str(app.ckpt))
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, app, checkpoint_overrides(overrides), str(path))
+    check_config(cfg, source=f"{path}'s configuration with the command line's overrides")
     dim = int(cfg.dataset.features.dim)
     features = gather_features(app, inputs, feature_infos, dim, cfg)
     written = []

@@ -27,6 +27,7 @@ from tp2detr.evaluation.breakdown import DEFAULT_ABSOLUTE_BINS_S, DEFAULT_RELATI
 from tp2detr.evaluation.detection import as_thresholds, threshold_key
 from tp2detr.evaluation.evaluate import evaluate_predictions
 from tp2detr.evaluation.results_io import GroundTruthSet
+from tp2detr.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def evaluate_proposals(
     )
     evaluated = set(gt.videos_with_instances)
     if not evaluated:
-        raise ValueError("ground_truth: no video has an instance, expected at least one ground-truth segment")
+        raise DataFormatError("ground_truth: no video has an instance, expected at least one ground-truth segment")
     dropped = [video for video in predictions if video not in evaluated]
     if dropped:
         logger.info(

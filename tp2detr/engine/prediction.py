@@ -29,6 +29,7 @@ from tp2detr.data.memory import InMemoryFeatureStore
 from tp2detr.data.protocol import ProtocolVideo
 from tp2detr.data.samples import build_samples
 from tp2detr.engine.inference import VideoPredictions, predict_batches, video_proposals
+from tp2detr.errors import ConfigError
 
 
 def feature_info_from_fps(video_id: str, snippets: int, feature_fps: float) -> FeatureInfo:
@@ -41,9 +42,9 @@ def feature_info_from_fps(video_id: str, snippets: int, feature_fps: float) -> F
         ValueError: ``feature_fps`` is not positive or ``snippets`` is negative.
     """
     if not feature_fps > 0:
-        raise ValueError(f"feature_fps is {feature_fps}, expected a positive number of snippets per second")
+        raise ConfigError(f"feature_fps is {feature_fps}, expected a positive number of snippets per second")
     if snippets < 0:
-        raise ValueError(f"video '{video_id}': {snippets} snippets, expected >= 0")
+        raise ConfigError(f"video '{video_id}': {snippets} snippets, expected >= 0")
     return FeatureInfo(
         video_id=video_id,
         frame_length=int(snippets),
@@ -107,10 +108,10 @@ def predict_video_proposals(
         DataFormatError: features whose shape disagrees with ``features.dim`` or the feature info.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size is {batch_size}, expected a positive number of windows")
+        raise ConfigError(f"batch_size is {batch_size}, expected a positive number of windows")
     missing = sorted(set(features) - set(infos))
     if missing:
-        raise ValueError(f"videos {', '.join(missing)}: no feature info, expected one per video")
+        raise ConfigError(f"videos {', '.join(missing)}: no feature info, expected one per video")
     videos = [ProtocolVideo(vid, video_duration(infos[vid]), infos[vid], ()) for vid in sorted(features)]
     samples = build_samples(videos, dataset_cfg["windowing"], training=False)
     store = InMemoryFeatureStore(
@@ -141,7 +142,7 @@ def top_k_per_video(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]], to
         ValueError: ``top_k`` below 1.
     """
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k is {top_k}, expected a positive number of proposals per video (or null for all)")
+        raise ConfigError(f"top_k is {top_k}, expected a positive number of proposals per video (or null for all)")
     out: VideoPredictions = {}
     for video, (segments, scores) in predictions.items():
         order = np.argsort(-np.asarray(scores), kind="stable")[: None if top_k is None else int(top_k)]

@@ -52,7 +52,8 @@ MUTABLE_KEYS: tuple[str, ...] = (
 )
 
 #: Keys already in the folder path (``runs/<name>/<dataset>/<setting>_split<id>``) or that only
-#: pick those (``experiment`` sets ``name``).
+#: pick those (``experiment`` sets ``name``); matched exactly (``dataset.synthetic.seed=1`` does
+#: name a run).
 FOLDER_KEYS: tuple[str, ...] = ("name", "experiment", "dataset", "split", "split.setting", "split.id")
 
 _MAX_SUFFIX = 80
@@ -75,12 +76,18 @@ def _override_key(override: str) -> str:
 
 def variant_suffix(overrides: Iterable[str]) -> str:
     """The folder-name suffix of a run's command-line ``overrides`` (Hydra's task overrides):
-    ``""`` without any that names a configuration, else ``"__"`` + the overrides joined by ``,``
-    (group choices such as ``tfpn=direct`` first, each part sorted) (characters other than letters, digits and ``=,._+-`` become ``-``; longer than 80
-    characters: the first 60 and an 8-digit hash of the whole)."""
+    ``""`` without any that names a configuration, else ``"__"`` + the overrides joined by ``,``:
+    top-level keys such as the group choice ``tfpn=direct`` first, each part sorted; characters
+    other than letters, digits and ``=,._+-`` become ``-``; longer than 80 characters: the first
+    60 and an 8-digit hash of the whole. :data:`FOLDER_KEYS` (exactly) and :data:`MUTABLE_KEYS`
+    (with everything below them) are left out."""
+    def names_the_run(override: str) -> bool:
+        key = _override_key(override)
+        return key not in FOLDER_KEYS and not _matches(key, MUTABLE_KEYS)
+
     kept = sorted(
-        (str(o) for o in overrides if not _matches(_override_key(str(o)), (*FOLDER_KEYS, *MUTABLE_KEYS))),
-        key=lambda o: ("." in _override_key(o), o),  # group choices (tfpn=direct) first, then single keys
+        (str(o) for o in overrides if names_the_run(str(o))),
+        key=lambda o: ("." in _override_key(o), o),  # top-level keys (group choices: tfpn=direct) first
     )
     if not kept:
         return ""
