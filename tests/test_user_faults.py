@@ -337,6 +337,22 @@ def test_every_bad_feature_file_is_reported_at_once_before_training(feature_dir,
     assert not (run_dir / "checkpoints").exists()
 
 
+def test_a_npy_store_with_a_random_bytes_file_names_it(feature_dir, tmp_path, capsys):
+    from tp2detr.data.features import HDF5FeatureStore
+
+    source = HDF5FeatureStore(feature_dir / "toy_d32_s0.h5")
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    for video_id in source.video_ids():
+        np.save(folder / f"{video_id}.npy", source.read(video_id))
+    victim = source.video_ids()[0]
+    (folder / f"{victim}.npy").write_bytes(os.urandom(2048))
+    status, err = train(capsys, *tiny(feature_dir, tmp_path / "run", "dataset.features.format=npy",
+                                      f"dataset.features.path={folder}"))
+    assert_clean_error(status, err, f"{folder / victim}.npy: not a valid .npy array file")
+    assert "allow_pickle" not in err
+
+
 def test_random_bytes_are_not_a_valid_npy_array(tmp_path):
     from tp2detr.data.features import NpyFeatureStore
     from tp2detr.errors import DataFormatError
