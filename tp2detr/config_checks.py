@@ -93,6 +93,7 @@ def choice(*options: Any) -> Rule:
 def _rules() -> dict[str, Rule]:
     from tp2detr.data.features import FEATURE_FORMATS
     from tp2detr.losses.criterion import SALIENT_LOSS_FORMS
+    from tp2detr.models.heads import HEAD_INITS
     from tp2detr.models.salient import SALIENT_DESIGNS, SALIENT_FUSIONS, SALIENT_MODES, SALIENT_UPSAMPLING
     from tp2detr.models.tfpn import TFPN_NAMES
 
@@ -121,6 +122,7 @@ def _rules() -> dict[str, Rule]:
         "model.num_queries": integer(1),
         "model.box_refine": boolean,
         "model.separate_heads": boolean,
+        "model.head_init": choice(*HEAD_INITS),
         "model.attn_backend": choice("auto", "pytorch", "cpp", "cuda"),
         # tfpn/ and salient/
         "tfpn.name": choice(*TFPN_NAMES),

@@ -46,6 +46,23 @@ def test_init() -> None:
     torch.testing.assert_close(shared.bbox[0].layers[-1].bias.detach(), torch.tensor([0.0, -2.0]))
 
 
+def test_released_init_copies_one_head_to_every_layer_and_independent_does_not() -> None:
+    torch.manual_seed(0)
+    heads = PredictionHeads(d_model=16, n_decoder_layers=4)  # init="shared", as released
+    for layer in range(1, 4):
+        for a, b in zip(heads.bbox[0].layers, heads.bbox[layer].layers):
+            torch.testing.assert_close(a.weight, b.weight)
+            assert a.weight is not b.weight  # copies, trained apart
+        torch.testing.assert_close(heads.actionness[0].weight, heads.actionness[layer].weight)
+        torch.testing.assert_close(heads.bbox[layer].layers[-1].bias.detach(), torch.tensor([0.0, 0.0]))
+    torch.testing.assert_close(heads.bbox[0].layers[-1].bias.detach(), torch.tensor([0.0, -2.0]))
+    independent = PredictionHeads(d_model=16, n_decoder_layers=4, init="independent")
+    assert not torch.equal(independent.bbox[0].layers[0].weight, independent.bbox[1].layers[0].weight)
+    assert not torch.equal(independent.actionness[0].weight, independent.actionness[1].weight)
+    with pytest.raises(ValueError, match="init"):
+        PredictionHeads(d_model=16, n_decoder_layers=2, init="random")
+
+
 def test_inverse_sigmoid() -> None:
     x = torch.tensor([0.001, 0.2, 0.5, 0.9])
     torch.testing.assert_close(inverse_sigmoid(x).sigmoid(), x)

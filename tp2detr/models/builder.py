@@ -50,6 +50,7 @@ def build_model(cfg: DictConfig) -> TP2DETR:
         d_model=d_model,
         n_decoder_layers=int(m.decoder_layers),
         separate=bool(m.separate_heads),
+        init=str(m.get("head_init", "shared")),
     )
     salient = SalientHeads(
         d_model=d_model,

@@ -9,6 +9,7 @@ off) only shifts the center: ``box = sigmoid([Δc + logit(ref_c), Δw])``. A 2-c
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ def apply_box_delta(delta: Tensor, reference: Tensor) -> Tensor:
     )
 
 
+#: ``model.head_init``: ``shared`` (released: one head deep-copied to every decoder layer) or
+#: ``independent`` (each layer's heads drawn on their own).
+HEAD_INITS = ("shared", "independent")
+
+
 class BoxMLP(nn.Module):
     """MLP ``d → d → d → 2`` with ReLU between the Linear layers: ``[..., d]`` → ``[..., 2]``."""
 
@@ -79,6 +85,9 @@ class PredictionHeads(nn.Module):
         separate: one head copy per layer (True, as the released code) or one shared head.
         actionness_prior: initial actionness probability; the bias starts at −log((1 − p)/p).
         initial_width_bias: bias of the width output of layer 0's box head (−2 → width ≈ 0.12).
+        init: ``shared`` (as released: one box head and one actionness head are initialised and
+            deep-copied to every layer, so all layers start from the same weights) or
+            ``independent`` (each layer's heads initialised on their own).
 
     Init: hidden Linear layers keep PyTorch's default init; every box head's last Linear is
     zero; then only layer 0's width bias is set (with ``separate=False`` the shared head's).
@@ -91,22 +100,34 @@ class PredictionHeads(nn.Module):
         separate: bool = True,
         actionness_prior: float = 0.01,
         initial_width_bias: float = -2.0,
+        init: str = "shared",
     ) -> None:
         super().__init__()
         if n_decoder_layers < 1:
             raise ValueError(f"n_decoder_layers: expected ≥ 1, found {n_decoder_layers}")
         if not 0.0 < actionness_prior < 1.0:
             raise ValueError(f"actionness_prior: expected a probability in (0, 1), found {actionness_prior}")
+        if init not in HEAD_INITS:
+            raise ValueError(f"init: expected one of {HEAD_INITS}, found {init!r}")
         self.n_decoder_layers = n_decoder_layers
         self.separate = separate
         n_copies = n_decoder_layers if separate else 1
-        self.bbox = nn.ModuleList(BoxMLP(d_model) for _ in range(n_copies))
-        self.actionness = nn.ModuleList(nn.Linear(d_model, 1) for _ in range(n_copies))
         prior_bias = -math.log((1.0 - actionness_prior) / actionness_prior)
-        for box_head, action_head in zip(self.bbox, self.actionness):
+
+        def new_pair() -> tuple[BoxMLP, nn.Linear]:
+            box_head, action_head = BoxMLP(d_model), nn.Linear(d_model, 1)
             nn.init.zeros_(box_head.layers[-1].weight)
             nn.init.zeros_(box_head.layers[-1].bias)
             nn.init.constant_(action_head.bias, prior_bias)
+            return box_head, action_head
+
+        if init == "shared":
+            first = new_pair()
+            pairs = [first] + [copy.deepcopy(first) for _ in range(n_copies - 1)]
+        else:
+            pairs = [new_pair() for _ in range(n_copies)]
+        self.bbox = nn.ModuleList(box for box, _ in pairs)
+        self.actionness = nn.ModuleList(action for _, action in pairs)
         with torch.no_grad():
             self.bbox[0].layers[-1].bias[1] = initial_width_bias
 
