@@ -23,6 +23,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # two torchrun processes, 7-8 s: `make test-all`
 def test_two_process_ddp_matches_single_process_evaluation(tmp_path):
     features = tmp_path / "features"
     overrides = [*TINY, f"paths.feature_dir={features}"]
