@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from tp2detr.models.deform_attn import MSDeformAttn1D
+from tp2detr.models.dropout import Dropout
 from tp2detr.models.heads import apply_box_delta
 
 BoxDeltaFn = Callable[[int, Tensor], Tensor]
@@ -34,15 +35,15 @@ class DeformableDecoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.cross_attn = MSDeformAttn1D(d_model, n_levels, n_heads, n_points, backend=backend)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.dropout4 = nn.Dropout(dropout)
+        self.dropout4 = Dropout(dropout)
         self.norm3 = nn.LayerNorm(d_model)
 
     def forward(

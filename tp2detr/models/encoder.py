@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from tp2detr.models.deform_attn import MSDeformAttn1D
+from tp2detr.models.dropout import Dropout
 
 
 def encoder_reference_points(level_lengths: Sequence[int], valid_ratios: Tensor) -> Tensor:
@@ -52,12 +53,12 @@ class DeformableEncoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.self_attn = MSDeformAttn1D(d_model, n_levels, n_heads, n_points, backend=backend)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(

@@ -26,6 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from tp2detr.models.dropout import Dropout
+
 
 
 #: Queries are processed in blocks of this many snippets (each block sees block + 2w keys).
@@ -138,9 +140,9 @@ class LocalMaskedSelfAttention(nn.Module):
         self.query = nn.Linear(d_model, d_model)
         self.key = nn.Linear(d_model, d_model)
         self.value = nn.Linear(d_model, d_model)
-        self.attn_dropout = nn.Dropout(attn_dropout)
+        self.attn_dropout = Dropout(attn_dropout)
         self.proj = nn.Linear(d_model, d_model)
-        self.proj_dropout = nn.Dropout(proj_dropout)
+        self.proj_dropout = Dropout(proj_dropout)
 
     def _split_heads(self, x: Tensor) -> Tensor:
         """``[B, T, C]`` → ``[B, H, T, C / H]``."""
@@ -208,9 +210,9 @@ class LocalTransformerBlock(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(d_model, hidden),
             nn.GELU(),
-            nn.Dropout(proj_dropout),
+            Dropout(proj_dropout),
             nn.Linear(hidden, d_model),
-            nn.Dropout(proj_dropout),
+            Dropout(proj_dropout),
         )
 
     def _skip(self, x: Tensor) -> Tensor:
