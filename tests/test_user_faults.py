@@ -93,7 +93,7 @@ def test_a_synthetic_store_is_built_on_first_use(tmp_path, capsys):
     status, err = train(capsys, *tiny(features, run_dir))
     assert status == 0, err
     assert (features / "toy_d32_s0.h5").is_file()
-    assert "building the semi-synthetic feature store" in (run_dir / "train.log").read_text()
+    assert "building it on first use" in (run_dir / "train.log").read_text()
 
 
 # -- bad values and Hydra errors ---------------------------------------------------------------

@@ -117,3 +117,23 @@ def test_resize_mode_samples_nearest(tmp_path):
 def test_round_up():
     assert [round_up(n, 64) for n in (1, 64, 65, 128)] == [64, 64, 128, 128]
     assert round_up(37, 1) == 37
+
+
+def test_a_generated_store_made_with_other_settings_is_rebuilt_and_a_users_file_is_not(tmp_path):
+    from tp2detr.data.features import HDF5FeatureStore
+
+    cfg = compose(["dataset=toy", f"paths.feature_dir={tmp_path}"])
+    bundle = load_data(cfg)
+    build_dataset(cfg, bundle, training=True)  # built on first use
+    store = tmp_path / "toy_d32_s0.h5"
+    first = HDF5FeatureStore(store).read(bundle.train_samples[0].video_id)
+    noisier = compose(["dataset=toy", f"paths.feature_dir={tmp_path}", "dataset.synthetic.noise_scale=0.9"])
+    ds = build_dataset(noisier, bundle, training=True)  # same file name, other knobs: rebuilt
+    assert not np.array_equal(ds.store.read(bundle.train_samples[0].video_id), first)
+    assert HDF5FeatureStore(store).attributes()["synthetic_params"] != ""
+    own = tmp_path / "own.h5"
+    write_hdf5_features(own, [(v, first) for v in {s.video_id for s in bundle.train_samples}], progress=False)
+    before = own.read_bytes()
+    cfg = compose(["dataset=toy", f"dataset.features.path={own}", "data.on_missing=skip"])
+    build_dataset(cfg, bundle, training=True)
+    assert own.read_bytes() == before  # not a generated store: used as it is

@@ -86,23 +86,29 @@ def missing_features_message(cfg: DictConfig) -> str:
 def open_features(cfg: DictConfig, bundle: DataBundle) -> FeatureStore:
     """Open ``dataset.features`` with the feature info's lengths and the config's channel count.
 
-    A semi-synthetic dataset (one with a ``synthetic`` block) whose store does not exist yet has
-    it built (deterministic, logged, with a progress bar; :func:`make_synthetic_features`); an
-    existing file is used as it is (``scripts/make_synthetic.py`` regenerates it after a change of
-    the generator's knobs). A real dataset whose
-    store is missing is a :class:`MissingDataError` saying which key to set and where the
-    features come from (:func:`missing_features_message`).
+    A semi-synthetic dataset (one with a ``synthetic`` block) has its store built on first use and
+    rebuilt when the file was generated with other ``dataset.synthetic`` settings (deterministic,
+    logged, with a progress bar; :func:`make_synthetic_features`); a file there that this
+    generator did not write (a user's own store) is used as it is. A real dataset whose store is
+    missing is a :class:`MissingDataError` saying which key to set and where the features come
+    from (:func:`missing_features_message`).
     """
+    from tp2detr.data.synthetic import is_synthetic_store
+
     ds = cfg.dataset
     path = Path(str(ds.features.path))
-    if not path.exists():
-        if "synthetic" not in ds:
-            raise MissingDataError(missing_features_message(cfg))
+    if "synthetic" in ds and (not path.exists() or is_synthetic_store(path)):
+        # A generated store is a cache of dataset.synthetic: built on first use, rebuilt when it
+        # was made with other generator settings, used as it is otherwise.
         log.info(
-            "building the semi-synthetic feature store %s on first use (deterministic from "
-            "dataset.synthetic; about 20-30 s for THUMOS14 at 512 channels)", path,
+            "semi-synthetic feature store %s: %s", path,
+            "building it on first use (deterministic from dataset.synthetic; about 20-30 s for "
+            "THUMOS14 at 512 channels)" if not path.exists() else "checking it against dataset.synthetic",
         )
-        make_synthetic_features(cfg, progress=bool(OmegaConf.select(cfg, "trainer.progress", default=True)))
+        if make_synthetic_features(cfg, progress=bool(OmegaConf.select(cfg, "trainer.progress", default=True))):
+            log.info("semi-synthetic feature store %s: written", path)
+    elif not path.exists():
+        raise MissingDataError(missing_features_message(cfg))
     return open_feature_store(
         str(ds.features.format),
         str(path),

@@ -45,7 +45,7 @@ from scipy.signal import lfilter
 
 from tp2detr.data.annotations import AnnotatedVideo, AnnotationSet, FeatureInfo
 from tp2detr.data.features import HDF5FeatureStore, write_hdf5_features
-from tp2detr.errors import DataFormatError
+from tp2detr.errors import DataFormatError, MissingDataError
 
 logger = logging.getLogger(__name__)
 
@@ -359,6 +359,15 @@ def synthetic_store_matches(path: str | Path, expected: Mapping[str, Any]) -> bo
         logger.warning("%s: unreadable, will regenerate (%s)", path, err)
         return False
     return all(found.get(key) == value for key, value in expected.items())
+
+
+def is_synthetic_store(path: str | Path) -> bool:
+    """Whether ``path`` is an HDF5 file written by this generator (it carries its attributes)."""
+    try:
+        with HDF5FeatureStore(path) as store:
+            return "synthetic_generator_version" in store.attributes()
+    except (OSError, DataFormatError, MissingDataError):
+        return False
 
 
 def _empty_video(video_id: str) -> AnnotatedVideo:
