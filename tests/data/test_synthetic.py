@@ -280,7 +280,7 @@ def test_params_validation_and_config_blocks() -> None:
     for dataset, overrides in [
         ("thumos14_synth", {}),
         ("anet13_synth", {"unlisted_action_labels": ()}),
-        ("toy", {"dim": 32}),
+        ("toy", {"dim": 32, "shared_action_scale": 0.35}),
     ]:
         cfg = compose([f"dataset={dataset}"])
         block = OmegaConf.to_container(cfg.dataset.synthetic, resolve=True)
