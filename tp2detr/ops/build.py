@@ -25,6 +25,8 @@ from types import ModuleType
 
 import torch
 
+from tp2detr.errors import TP2DETRError
+
 logger = logging.getLogger(__name__)
 
 CSRC_DIR = Path(__file__).resolve().parents[2] / "ops" / "csrc"
@@ -35,7 +37,7 @@ CPP_HEADERS = ("ms_deform_attn_1d.h", "ms_deform_attn_1d_cpu_avx2.h")
 CUDA_HEADERS = ("ms_deform_attn_1d_kernels.cuh",)
 
 
-class OpBuildError(RuntimeError):
+class OpBuildError(TP2DETRError, RuntimeError):
     """The compiled op could not be built or loaded; the message holds the compiler's output."""
 
 
