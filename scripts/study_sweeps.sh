@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The study's sweeps (docs/RESULTS.md), at the study scale on the semi-synthetic THUMOS14 benchmark.
+# Each sweep is one command with a fixed folder under outputs/study/: re-running this script resumes
+# every sweep where it stopped (a finished run trains nothing; an interrupted one continues from its
+# checkpoint). Two runs at a time with one thread each (the joblib launcher), which on 2 cores gives
+# more runs per hour than one run with two threads.
+#
+#   bash scripts/study_sweeps.sh                 # every sweep, in order
+#   bash scripts/study_sweeps.sh table3 seeds    # only these
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+COMMON=(dataset=thumos14_synth scale=study trainer.progress=false +launcher=joblib hydra.launcher.n_jobs=2)
+
+sweep() {  # sweep NAME OVERRIDES...
+  local name=$1
+  shift
+  echo "== $name: $*"
+  "$PY" train.py -m "${COMMON[@]}" "$@" "hydra.sweep.dir=outputs/study/$name"
+}
+
+run_section() {
+  case $1 in
+    table1_50_50)  # Table 1 (and Table 4's first and last rows): the four TFPNs and the baseline, ten splits
+      sweep table1_thumos14_50_50 \
+        experiment=table4_baseline,table1_thumos14_direct,table1_thumos14_cnn,table1_thumos14_sgp,table1_thumos14_transformer \
+        split=50_50 'split.id=range(10)' ;;
+    table1_75_25)
+      sweep table1_thumos14_75_25 \
+        experiment=table4_baseline,table1_thumos14_direct,table1_thumos14_cnn,table1_thumos14_sgp,table1_thumos14_transformer \
+        split=75_25 'split.id=range(5)' ;;
+    table4)  # the middle rows of Table 4 (the first and last are in table1_50_50, same splits)
+      sweep table4_thumos14_50_50 experiment=table4_tfpn,table4_deep_supervision split=50_50 'split.id=range(5)' ;;
+    table3)  # the five salient-head designs
+      sweep table3_thumos14_50_50 \
+        experiment=table3_cnn_max,table3_cnn_mean,table3_cnn_adaptive,table3_mlp_encoder,table3_mlp_both \
+        split=50_50 'split.id=range(5)' ;;
+    paper_text)  # the main model as the paper's text describes it
+      sweep paper_text_thumos14_50_50 experiment=paper_text split=50_50 'split.id=range(5)' ;;
+    seeds)  # seed noise of the main model on split 0 (seed 3552 is in table1_50_50)
+      sweep seeds_thumos14_50_50 experiment=table1_thumos14_transformer split=50_50 split.id=0 seed=1,2,3 ;;
+    *) echo "unknown section $1 (table1_50_50 table1_75_25 table4 table3 paper_text seeds)" >&2; exit 2 ;;
+  esac
+}
+
+sections=("$@")
+[ ${#sections[@]} -gt 0 ] || sections=(table1_50_50 table1_75_25 table4 table3 paper_text seeds)
+for section in "${sections[@]}"; do
+  run_section "$section"
+done
