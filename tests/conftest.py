@@ -1,5 +1,5 @@
-"""Shared pytest configuration: GPU tests are skipped without CUDA; the ``one_thread`` and
-``toy_checkpoints`` fixtures."""
+"""Shared pytest configuration: GPU tests are skipped without CUDA; the ``one_thread``,
+``toy_feature_dir`` and ``toy_checkpoints`` fixtures."""
 
 from pathlib import Path
 
@@ -25,6 +25,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def toy_feature_dir(tmp_path_factory) -> Path:
+    """A folder holding the toy dataset's synthetic feature store (``toy_d32_s0.h5``), made once per
+    test session; tests that change a store copy it first."""
+    from tp2detr.config import compose
+    from tp2detr.data.builder import make_synthetic_features
+
+    path = tmp_path_factory.mktemp("toy_features")
+    make_synthetic_features(compose(["dataset=toy", f"paths.feature_dir={path}"]), progress=False)
+    return path
 
 
 class ToyCheckpoints:

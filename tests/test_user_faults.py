@@ -21,7 +21,6 @@ import torch
 from tp2detr.cli import eval as eval_cli
 from tp2detr.cli import train as train_cli
 from tp2detr.config import compose
-from tp2detr.data.builder import make_synthetic_features
 from tp2detr.engine.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +33,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def feature_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("features")
-    make_synthetic_features(compose(["dataset=toy", f"paths.feature_dir={path}"]), progress=False)
-    return path
+def feature_dir(toy_feature_dir):
+    return toy_feature_dir
 
 
 @pytest.fixture(autouse=True)

@@ -23,26 +23,28 @@ from tp2detr.errors import ConfigError
 Rule = Callable[[Any], "str | None"]
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _number(value: Any, whole: bool) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
 
 
 def real(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-         high_open: bool = False, optional: bool = False) -> Rule:
-    """A finite number in [low, high] (``low_open``/``high_open`` exclude the bound)."""
+         high_open: bool = False, optional: bool = False, whole: bool = False) -> Rule:
+    """A finite number (an integer when ``whole``) in [low, high]; ``low_open``/``high_open``
+    exclude the bound, ``optional`` accepts null."""
     parts = []
     if low is not None:
         parts.append(f"{'>' if low_open else '>='} {low:g}")
     if high is not None:
         parts.append(f"{'<' if high_open else '<='} {high:g}")
-    expected = "a number" + (" " + " and ".join(parts) if parts else "") + (" or null" if optional else "")
+    kind = "an integer" if whole else "a number"
+    expected = kind + (" " + " and ".join(parts) if parts else "") + (" or null" if optional else "")
 
     def rule(value: Any) -> str | None:
         if value is None and optional:
             return None
-        x = _number(value)
+        x = _number(value, whole)
         if x is None:
             return expected
         if low is not None and (x < low or (low_open and x == low)):
@@ -55,24 +57,8 @@ def real(low: float | None = None, high: float | None = None, *, low_open: bool 
 
 
 def integer(low: int | None = None, high: int | None = None, *, optional: bool = False) -> Rule:
-    """An integer in [low, high]."""
-    bounds = []
-    if low is not None:
-        bounds.append(f">= {low}")
-    if high is not None:
-        bounds.append(f"<= {high}")
-    expected = "an integer" + (" " + " and ".join(bounds) if bounds else "") + (" or null" if optional else "")
-
-    def rule(value: Any) -> str | None:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            return expected
-        if (low is not None and value < low) or (high is not None and value > high):
-            return expected
-        return None
-
-    return rule
+    """An integer in [low, high] (null too when ``optional``)."""
+    return real(low, high, optional=optional, whole=True)
 
 
 def boolean(value: Any) -> str | None:

@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 
 from tp2detr.cli import train as train_cli
-from tp2detr.config import compose
-from tp2detr.data.builder import make_synthetic_features
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -27,10 +25,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def feature_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("features")
-    make_synthetic_features(compose(["dataset=toy", f"paths.feature_dir={path}"]), progress=False)
-    return path
+def feature_dir(toy_feature_dir):
+    return toy_feature_dir
 
 
 def _train(*args, timeout=240, **kwargs):

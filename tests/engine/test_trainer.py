@@ -7,7 +7,6 @@ import json
 import pytest
 
 from tp2detr.config import compose
-from tp2detr.data.builder import make_synthetic_features
 from tp2detr.engine import trainer as trainer_module
 from tp2detr.engine.checkpoint import CheckpointError, load_checkpoint
 from tp2detr.engine.optim import parameter_groups
@@ -23,10 +22,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def feature_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("features")
-    make_synthetic_features(compose(["dataset=toy", f"paths.feature_dir={path}"]), progress=False)
-    return path
+def feature_dir(toy_feature_dir):
+    return toy_feature_dir
 
 
 def tiny_cfg(feature_dir, *overrides):
