@@ -13,7 +13,7 @@ def test_reads_rows_as_float32_and_lists_ids() -> None:
     array = np.arange(12, dtype=np.float64).reshape(6, 2)
     store = InMemoryFeatureStore({"b": array, "a": array[:3]}, expected_dim=2)
     assert store.video_ids() == ["a", "b"] and store.has("b") and not store.has("c")
-    assert store.length("b") == 6 and store.feature_dim == 2
+    assert store.length("b") == 6 and store.read("b").shape == (6, 2)
     rows = store.read("b", 2, 4)
     assert rows.dtype == np.float32 and rows.tolist() == [[4.0, 5.0], [6.0, 7.0]]
     rows[0, 0] = -1.0

@@ -3,8 +3,11 @@
 import sys
 
 from tp2detr.config import compose
+from tp2detr.engine.distributed import shutdown_distributed
 from tp2detr.engine.trainer import Trainer
 
 if __name__ == "__main__":
     run_dir, overrides = sys.argv[1], sys.argv[2:]
-    Trainer(compose(overrides), run_dir).fit()
+    trainer = Trainer(compose(overrides), run_dir)
+    trainer.fit()
+    shutdown_distributed(trainer.dist)

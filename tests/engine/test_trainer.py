@@ -78,11 +78,18 @@ def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(fea
     assert _strip_times(resumed) == _strip_times(straight)
 
 
-def test_resume_after_finishing_changes_nothing(feature_dir, tmp_path):
+def test_resume_after_finishing_changes_nothing(feature_dir, tmp_path, monkeypatch):
     cfg = tiny_cfg(feature_dir, "optim.epochs=1")
     first = Trainer(cfg, tmp_path).fit()
+    checkpoint = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+
+    def no_step(self, batch):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(Trainer, "train_step", no_step)  # a full deterministic retrain fails here
     again = Trainer(cfg, tmp_path).fit()
     assert _strip_times(again) == _strip_times(first)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == checkpoint
 
 
 def test_resume_false_starts_over_and_moves_the_previous_run_aside(feature_dir, tmp_path):

@@ -263,7 +263,7 @@ def test_a_batch_with_bad_videos_finishes_the_others_and_reports_the_bad_ones(
     assert set(load_feature_info(out / "feature_info.json")) == {"good_a", "zz_good"}
     with open_feature_store(fmt, summary.features, expected_dim=512) as store:
         assert store.video_ids() == ["good_a", "zz_good"]
-    assert summary.as_dict()["failed"][0]["video_id"] == "broken"
+    assert [f.video_id for f in summary.failed][0] == "broken"
     # A rerun retries only the bad ones.
     rerun = extract_videos(folder, out, encoder, fmt=fmt, progress=False)
     assert rerun.skipped == ["good_a", "zz_good"] and [f.video_id for f in rerun.failed] == ["broken", "short"]

@@ -33,12 +33,17 @@ log = logging.getLogger("tp2detr.train")
 
 def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> tuple[int, float | None]:  # noqa: ARG001
     """Check the config, train; returns (exit status, the selected epoch's mAP for sweepers)."""
+    from tp2detr.engine.distributed import shutdown_distributed
     from tp2detr.engine.trainer import Trainer, record_failure
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         check_config(cfg)
-        doc = Trainer(cfg, run_dir).fit()
+        trainer = Trainer(cfg, run_dir)
+        try:
+            doc = trainer.fit()
+        finally:
+            shutdown_distributed(trainer.dist)  # leave torchrun's process group (a no-op otherwise)
     except Exception as err:
         if not multirun:
             raise

@@ -223,15 +223,6 @@ class FeatureStore(abc.ABC):
         """Number of snippets ``T`` of ``video_id`` (reads the shape only)."""
         return self._checked_length(video_id)
 
-    @property
-    def feature_dim(self) -> int | None:
-        """Channels ``C`` of the first video, or ``None`` if the store is empty."""
-        ids = self.video_ids()
-        if not ids:
-            return None
-        shape = self._raw_shape(ids[0])
-        return int(shape[1]) if len(shape) == 2 else None
-
     def read(self, video_id: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` of ``video_id`` as float32 ``[stop - start, C]`` (only those rows
         are read). ``stop=None`` means the end of the video."""

@@ -91,11 +91,6 @@ def measure(fn: Callable[[], Any], repeats: int, device: torch.device | str | No
     return {"ms": 1000 * statistics.median(times), "peak_mb": peak}
 
 
-def resident_mb() -> float:
-    """Current resident set of this process in MiB."""
-    return _resident_kib()["VmRSS"] / 1024
-
-
 def peak_resident_mb() -> float:
     """Peak resident set of this process in MiB since start or since the last measurement's reset
     (after :func:`measure` on CPU: the whole process's peak during its memory call)."""

@@ -97,17 +97,6 @@ class ExtractionSummary:
         """Whether every video was extracted or already done."""
         return not self.failed
 
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready form."""
-        return {
-            "format": self.format,
-            "features": str(self.features),
-            "feature_info": str(self.feature_info),
-            "extracted": list(self.extracted),
-            "skipped": list(self.skipped),
-            "failed": [{"video_id": f.video_id, "path": str(f.path), "error": f.error} for f in self.failed],
-        }
-
 
 def extract_video(
     path: str | Path,

@@ -113,11 +113,6 @@ def is_built(with_cuda: bool | None = None) -> bool:
     return any(spec["build_directory"].glob(f"{spec['name']}*.so"))
 
 
-def compiler_available() -> bool:
-    """True when the C++ compiler that torch's extension builder uses is on the PATH."""
-    return shutil.which(os.environ.get("CXX", "c++")) is not None
-
-
 @functools.lru_cache(maxsize=None)
 def _load(
     name: str,
