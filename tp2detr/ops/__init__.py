@@ -5,8 +5,8 @@ kernels, ``"cuda"`` to the registry of ``tp2detr.models.deform_attn``; ``resolve
 it lazily, so nothing here is imported or compiled until an op needs it.
 
 Policy for ``backend="auto"`` (read from ``$TP2DETR_BUILD_OPS`` once per process and value):
-    unset / ``"0"``: never use the compiled op (the default while the CPU op's training-step
-        performance is being investigated: see ops/README.md).
+    unset / ``"0"``: never use the compiled op (the default, so that a fresh clone never
+        compiles and every run is reproducible without a toolchain: see ops/README.md).
     ``"prebuilt"``: use the compiled op only if it is already built (``python -m tp2detr.ops build``).
     ``"1"``: build on first use (tens of seconds once), fall back with one warning if that fails.
 Asking for ``"cpp"`` or ``"cuda"`` by name always builds if needed and raises ``OpBuildError``
