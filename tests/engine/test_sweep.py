@@ -388,3 +388,20 @@ def test_a_real_multirun_writes_the_summary_into_its_sweep_folder(tmp_path: Path
 )
 def test_a_joblib_multirun_writes_the_summary_too(tmp_path: Path) -> None:
     _check_multirun_summary(_multirun(tmp_path, "+launcher=joblib"))
+
+
+def test_a_run_entry_keeps_the_oracle_epoch_and_the_by_length_map_labelled(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "run", 0, ap=SPLIT_APS[0], epoch=2)
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    better = metrics_doc([0.9, 0.8, 0.7, 0.6, 0.5], THUMOS_TIOU)
+    doc["epochs"][1]["eval"] = better  # an earlier epoch scored higher on the evaluation set
+    doc["epochs"][2]["eval"] = doc["selected"]["eval"]
+    doc["selected"]["eval"]["breakdown"] = {"absolute_s": [
+        {"bin": "[0, 2)", "low": 0.0, "high": 2.0, "n_gt": 4, "ap": None, "mAP": 0.25},
+        {"bin": "[2, 4)", "low": 2.0, "high": 4.0, "n_gt": 0, "ap": None, "mAP": None},
+    ], "relative": None}
+    (run_dir / "metrics.json").write_text(json.dumps(doc))
+    (entry,) = summarise(collect_runs([tmp_path]))["groups"][0]["runs"]
+    assert entry["selected_epoch"] == 2 and entry["mAP"] == pytest.approx(30.0)
+    assert entry["test_best"] == {"epoch": 1, "mAP": pytest.approx(70.0)}
+    assert entry["by_length"] == [{"bin": "[0, 2)", "n_gt": 4, "mAP": 25.0}, {"bin": "[2, 4)", "n_gt": 0, "mAP": None}]

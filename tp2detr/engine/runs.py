@@ -42,6 +42,9 @@ class RunRecord:
         metrics: the reported epoch's ``METRICS`` (fractions in [0, 1]), when finished.
         error: why the run did not finish, when known.
         wall_time_s: the run's wall time in seconds, when recorded.
+        best_epoch, best_metrics: the evaluated epoch with the highest evaluation mAP and its
+            ``METRICS`` — the oracle that selects on the test set itself (``test_best``), kept
+            beside the run's own selection for labelled comparison, when finished.
     """
 
     path: Path
@@ -58,6 +61,8 @@ class RunRecord:
     metrics: Mapping[str, Any] | None = None
     error: str | None = None
     wall_time_s: float | None = None
+    best_epoch: int | None = None
+    best_metrics: Mapping[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -213,9 +218,16 @@ def read_run(run_dir: str | Path) -> RunRecord:
             f"(found {json.dumps(selected)[:120]}); expected {{'epoch': int, 'eval': METRICS}}"
         )
         return _record(run_dir, identity, "invalid", **extra)
+    evaluated = [
+        e for e in doc.get("epochs") or []
+        if isinstance(e, dict) and isinstance(e.get("eval"), dict) and isinstance(e["eval"].get("mAP"), (int, float))
+    ]
+    best = max(evaluated, key=lambda e: e["eval"]["mAP"]) if evaluated else None
     return _record(
         run_dir, identity, "finished",
-        selected_epoch=_optional_int(selected.get("epoch")), metrics=metrics, **extra,
+        selected_epoch=_optional_int(selected.get("epoch")), metrics=metrics,
+        best_epoch=_optional_int(best["epoch"]) if best else None, best_metrics=best["eval"] if best else None,
+        **extra,
     )
 
 

@@ -97,6 +97,14 @@ def _run_entry(run: RunRecord) -> dict[str, Any]:
         ap = run.metrics["ap"]
         entry["ap"] = {threshold_key(float(k)): _percent(v) for k, v in ap.items()}
         entry["mAP"] = _percent(run.metrics["mAP"])
+        bins = (run.metrics.get("breakdown") or {}).get("absolute_s")
+        if isinstance(bins, list):  # mAP by action length (seconds) of the reported epoch
+            entry["by_length"] = [
+                {"bin": b.get("bin"), "n_gt": b.get("n_gt"), "mAP": _percent(b["mAP"]) if b.get("mAP") is not None else None}
+                for b in bins if isinstance(b, dict)
+            ]
+        if run.best_metrics is not None:  # the oracle, labelled: best epoch on the evaluation set
+            entry["test_best"] = {"epoch": run.best_epoch, "mAP": _percent(run.best_metrics["mAP"])}
         ar = run.metrics.get("ar")
         entry["ar"] = {k: _percent(v) for k, v in ar.items()} if isinstance(ar, dict) else None
     return entry

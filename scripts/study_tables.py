@@ -1,0 +1,131 @@
+"""The tables of docs/RESULTS.md from committed sweep summaries (and the by-length figure).
+
+    python scripts/study_tables.py docs/results/table1_thumos14_50_50/summary.json --split 50_50 \
+        --rows table4_baseline table1_thumos14_direct table1_thumos14_cnn table1_thumos14_sgp table1_thumos14_transformer \
+        --reference table4_baseline --paper docs/results/paper_numbers.json \
+        --by-length table4_baseline table1_thumos14_transformer --figure docs/figures/study_by_length.png
+
+Prints markdown: one row per variant (mean ± std over its finished splits of mAP at each tIoU and
+AVG, the number of splits, the paper's AVG for reference, the test-set-selected AVG as a labelled
+oracle column, the mean wall time of a run); the paired differences of AVG against ``--reference``
+over the splits both finished (mean ± std, and how many splits agree in sign); with
+``--by-length``, mAP by action length averaged over splits, and with ``--figure`` the same as a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from tp2detr.engine.comparison import find_group, load_groups, mean_by_length, mean_std, paired_difference, per_split
+
+
+def _pm(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    if mean is None:
+        return "–"
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def main_table(groups, rows, split, tiou, paper) -> str:
+    head = ["variant", "splits", *(f"mAP@{t}" for t in tiou), "AVG", "paper AVG", "AVG, test-selected epoch (oracle)", "s / run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant in rows:
+        group = find_group(groups, variant, split)
+        avg = per_split(group)
+        cells = [variant, str(len(avg))]
+        cells += [_pm(list(per_split(group, t).values())) for t in tiou]
+        cells.append(f"**{_pm(list(avg.values()))}**")
+        reference = (paper.get(split) or {}).get(variant)
+        cells.append(f"{reference[-1]:.2f}" if reference else "–")
+        cells.append(_pm(list(per_split(group, "test_best").values())))
+        walls = [r["wall_time_s"] for r in group["runs"] if r.get("status") == "finished" and r.get("wall_time_s")]
+        cells.append(f"{statistics.fmean(walls):.0f}" if walls else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(groups, rows, split, reference) -> str:
+    base = find_group(groups, reference, split)
+    lines = [f"| variant − {reference} | splits | mean ± std of the per-split AVG difference | splits better / worse |",
+             "|---|---:|---:|---:|"]
+    for variant in rows:
+        if variant == reference:
+            continue
+        diff = paired_difference(find_group(groups, variant, split), base)
+        mean = "–" if diff["mean"] is None else f"{diff['mean']:+.2f}" + (f" ± {diff['std']:.2f}" if diff["std"] is not None else "")
+        lines.append(f"| {variant} | {diff['n']} | {mean} | {diff['better']} / {diff['worse']} |")
+    return "\n".join(lines)
+
+
+def length_table(groups, rows, split) -> str:
+    tables = {v: {r["bin"]: r for r in mean_by_length(find_group(groups, v, split))} for v in rows}
+    bins = list(next(iter(tables.values())).keys())
+    head = ["action length (s)", "instances (all splits)", *rows]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in bins:
+        first = tables[rows[0]][name]
+        cells = [name, str(first["n_gt"])]
+        for v in rows:
+            r = tables[v].get(name)
+            cells.append("–" if not r or r["mean"] is None else f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def length_figure(groups, rows, split, path: Path) -> Path:
+    import numpy as np
+
+    from tp2detr.viz.canvas import new_figure, save_png
+
+    tables = {v: mean_by_length(find_group(groups, v, split)) for v in rows}
+    bins = [r["bin"] for r in tables[rows[0]]]
+    figure = new_figure(7.0, 3.6)
+    axes = figure.add_subplot(1, 1, 1)
+    width = 0.8 / len(rows)
+    x = np.arange(len(bins))
+    for i, variant in enumerate(rows):
+        by_bin = {r["bin"]: r for r in tables[variant]}
+        means = [by_bin[b]["mean"] or 0.0 for b in bins]
+        stds = [by_bin[b]["std"] or 0.0 for b in bins]
+        axes.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=variant)
+    axes.set_xticks(x, bins)
+    axes.set_xlabel("action length (s)")
+    axes.set_ylabel("mAP (%), mean ± std over splits")
+    axes.legend(fontsize=8)
+    axes.set_title(f"mAP by action length, thumos14_synth {split} (study scale)", fontsize=9)
+    return save_png(figure, path)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("summaries", nargs="+", help="sweep summary.json files")
+    parser.add_argument("--split", required=True, help="split setting: 50_50 or 75_25")
+    parser.add_argument("--rows", nargs="+", required=True, help="variants (preset names), in table order")
+    parser.add_argument("--reference", help="the variant the others are paired against")
+    parser.add_argument("--paper", help="docs/results/paper_numbers.json")
+    parser.add_argument("--by-length", nargs="+", default=[], help="variants for the by-length table")
+    parser.add_argument("--figure", help="PNG of the by-length table")
+    args = parser.parse_args(argv)
+    groups = load_groups(args.summaries)
+    paper = json.loads(Path(args.paper).read_text())["rows"] if args.paper else {}
+    tiou = ["0.3", "0.4", "0.5", "0.6", "0.7"]
+    print(main_table(groups, args.rows, args.split, tiou, paper))
+    if args.reference:
+        print()
+        print(paired_table(groups, args.rows, args.split, args.reference))
+    if args.by_length:
+        print()
+        print(length_table(groups, args.by_length, args.split))
+        if args.figure:
+            print(f"\n(figure: {length_figure(groups, args.by_length, args.split, Path(args.figure))})")
+    return 0
+
+
+if __name__ == "__main__":
+    from tp2detr.cli.hydra_app import run_script
+
+    sys.exit(run_script(main))
