@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tp2detr.models import deform_attn
+from tp2detr.ops import reference
 from tp2detr.models.deform_attn import (
     MSDeformAttn1D,
     available_backends,
@@ -165,8 +166,8 @@ def test_zero_padding_at_the_level_borders(strategy: str) -> None:
 
 def test_auto_strategy_uses_dense_only_with_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(deform_attn, "_sample_dense", lambda *a: calls.append("dense") or torch.zeros(()))
-    monkeypatch.setattr(deform_attn, "_sample_sparse", lambda *a: calls.append("sparse") or torch.zeros(()))
+    monkeypatch.setattr(reference, "_sample_dense", lambda *a: calls.append("dense") or torch.zeros(()))
+    monkeypatch.setattr(reference, "_sample_sparse", lambda *a: calls.append("sparse") or torch.zeros(()))
     value, lengths, starts, locations, weights = make_inputs()  # S = 10 keys, 2·L·P = 12 taps
     ms_deform_attn_1d_pytorch(value, lengths, starts, locations, weights)
     ms_deform_attn_1d_pytorch(value.requires_grad_(), lengths, starts, locations, weights)

@@ -62,7 +62,7 @@ from tp2detr.evaluation.results_io import predictions_to_json
 from tp2detr.io import atomic_open, atomic_write_group, atomic_write_json, json_bytes
 from tp2detr.losses.builder import build_criterion
 from tp2detr.models.builder import build_model, parameter_breakdown
-from tp2detr.models.deform_attn import resolve_backend
+from tp2detr.ops.registry import resolve_backend
 
 log = logging.getLogger(__name__)
 

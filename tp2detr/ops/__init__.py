@@ -1,8 +1,10 @@
 """Compiled 1-D multi-scale deformable attention (C++ for CPU, CUDA for GPU) as op backends.
 
 Backends. ``register_compiled_backends`` adds ``"cpp"`` (CPU) and, when the build has the CUDA
-kernels, ``"cuda"`` to the registry of ``tp2detr.models.deform_attn``; ``resolve_backend`` calls
-it lazily, so nothing here is imported or compiled until an op needs it.
+kernels, ``"cuda"`` to the registry of :mod:`tp2detr.ops.registry`; importing this package installs
+``register_compiled_backends`` as the registry's provider, which ``resolve_backend`` calls lazily,
+so nothing is compiled until an op needs it. The PyTorch implementation is
+:mod:`tp2detr.ops.reference`.
 
 Policy for ``backend="auto"`` (read from ``$TP2DETR_BUILD_OPS`` once per process and value):
     unset / ``"0"``: never use the compiled op (the default, so that a fresh clone never
@@ -21,6 +23,7 @@ import os
 
 from tp2detr.ops.build import OpBuildError, cuda_toolkit_available, is_built, load_extension
 from tp2detr.ops.functions import MSDeformAttn1DFunction, ms_deform_attn_1d_compiled
+from tp2detr.ops.registry import available_backends, register_backend, set_compiled_provider
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +55,6 @@ def auto_policy() -> str:
 
 
 def _register(module) -> list[str]:
-    from tp2detr.models.deform_attn import available_backends, register_backend
-
     names = ["cpp"] + (["cuda"] if module.with_cuda() else [])
     present = available_backends()
     for name in names:
@@ -105,3 +106,6 @@ def register_compiled_backends(requested: str | None = None) -> list[str]:
     if requested not in names:
         raise OpBuildError(f"backend {requested!r}: the compiled op was built without it (has {names})")
     return names
+
+
+set_compiled_provider(register_compiled_backends)

@@ -1,7 +1,7 @@
 """The compiled deformable-attention op as a differentiable function.
 
 ``ms_deform_attn_1d_compiled(module, ...)`` has the signature and semantics of
-``tp2detr.models.deform_attn.ms_deform_attn_1d_pytorch`` (linear interpolation,
+``tp2detr.ops.reference.ms_deform_attn_1d_pytorch`` (linear interpolation,
 ``align_corners=False``, zero padding; gradients for value, locations and weights) and runs the
 extension's forward / backward kernels through ``MSDeformAttn1DFunction``.
 
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tp2detr.models.deform_attn import _check_op_shapes
+from tp2detr.ops.reference import check_op_shapes
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -88,7 +88,7 @@ def ms_deform_attn_1d_compiled(
     Returns:
         ``[N, Lq, M·D]`` in the value's dtype.
     """
-    _check_op_shapes(value, level_lengths, level_start_index, sampling_locations, attention_weights)
+    check_op_shapes(value, level_lengths, level_start_index, sampling_locations, attention_weights)
     kernel_value, accumulate = _compute_dtypes(value, sampling_locations, attention_weights)
     device = value.device
     out = MSDeformAttn1DFunction.apply(
