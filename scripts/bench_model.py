@@ -12,7 +12,7 @@ Writes JSON and prints a table. Hydra overrides select other configurations.
 
 ``--baseline`` also measures, in the same run, the training step and evaluation forward of the
 same model as the released code computes them: deformable attention through ``grid_sample`` on a
-height-1 image (the authors' CPU stand-in, FACTS §10.4) and the salient heads run at inference.
+height-1 image (the authors' CPU stand-in, docs/fidelity.md §10.4) and the salient heads run at inference.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ term, backward, clipping, AdamW) on real batches from the semi-synthetic THUMOS1
 missing), batch 16 windows of 128 snippets, in fp32 and bf16 autocast; then the evaluation forward
 at batch 16 and 64. Reports seconds per iteration, samples/s, the data-loading share, and the
 peak memory of a step (see ``tp2detr.engine.benchmark``), as JSON and a table. Compares with the
-authors' released model on the same machine kind (FACTS §10.4: 4.4 s per training step, 2.06 s per
+authors' released model on the same machine kind (docs/fidelity.md §10.4: 4.4 s per training step, 2.06 s per
 evaluation forward of 16 windows, 4.2 GB peak resident memory in training).
 """
 
@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
               f"{r['data_loading_ms_per_batch']:>9.1f}{(r['process_peak_rss_mb_during_step'] or 0):>9.0f}"
               f"{r['eval_forward_16_ms']:>11.0f}{r['eval_windows_per_s_at_64']:>14.1f}"
               f"{r['speedup_train_vs_released']:>9.2f}{r['speedup_eval_vs_released']:>8.2f}")
-    print(f"released model (FACTS §10.4): {RELEASED['train_step_s']} s/iter, "
+    print(f"released model (docs/fidelity.md §10.4): {RELEASED['train_step_s']} s/iter, "
           f"{RELEASED['eval_forward_16_s']} s per eval forward of 16, {RELEASED['train_peak_rss_gb']} GB peak")
     write_report(args.out, report)
     return 0

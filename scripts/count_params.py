@@ -5,7 +5,7 @@
     python scripts/count_params.py model.encoder_layers=2 model.decoder_layers=3 \
         model.decoder_points=6 model.num_queries=30 tfpn.window_size=17   # ActivityNet (Table 2)
 
-The released code's never-trained class-embedding layers are not part of this model (FACTS §9).
+The released code's never-trained class-embedding layers are not part of this model (docs/fidelity.md §9).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The zero-shot protocol reproduces the released code's counts (FACTS §5.6) exactly."""
+"""The zero-shot protocol reproduces the released code's counts (docs/fidelity.md §5.6) exactly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tp2detr.config import compose
 from tp2detr.data.builder import dataset_statistics, load_data
 from tp2detr.errors import DataFormatError
 
-# FACTS §5.6: train windows, train instances, eval videos, eval GT instances (THUMOS14 50/50).
+# docs/fidelity.md §5.6: train windows, train instances, eval videos, eval GT instances (THUMOS14 50/50).
 THUMOS_50_50 = {
     0: (1823, 6833, 98, 1293),
     1: (1952, 5746, 108, 1442),

@@ -1,4 +1,4 @@
-"""Sliding windows, window-relative targets and the salient mask (FACTS §3, §5.5)."""
+"""Sliding windows, window-relative targets and the salient mask (docs/fidelity.md §3, §5.5)."""
 
 from __future__ import annotations
 

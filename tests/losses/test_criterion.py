@@ -63,7 +63,7 @@ def iou_clamped_pred(pred: list[float], gt: list[float]) -> float:
 def reference_total(
     outputs, targets, salient_target, salient_valid, weight_actionness: float = 3.0
 ) -> float:
-    """The released objective written out with plain Python loops (FACTS §3, §4)."""
+    """The released objective written out with plain Python loops (docs/fidelity.md §3, §4)."""
     matcher = HungarianMatcher()
     segments = [target["segments"] for target in targets]
     num_boxes = max(sum(len(s) for s in segments), 1)

@@ -1,5 +1,5 @@
 """1-D multi-scale deformable attention: the op against a literal reference, the backend
-registry, and the MSDeformAttn1D module (FACTS §2.5, PEERS §B3-B5)."""
+registry, and the MSDeformAttn1D module (docs/fidelity.md §2.5, §12.3)."""
 
 from __future__ import annotations
 

@@ -100,7 +100,7 @@ def test_every_parameter_receives_a_gradient(tfpn, salient):
     assert dead == []
 
 
-# FACTS §9: the released counts minus the 1,313,281 never-trained class-embedding parameters.
+# docs/fidelity.md §9: the released counts minus the 1,313,281 never-trained class-embedding parameters.
 PARAMETER_COUNTS = {
     "transformer": 43_674_641,
     "direct": 31_052_817,

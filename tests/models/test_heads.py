@@ -1,4 +1,4 @@
-"""Prediction heads and the box parameterisation (FACTS §2.6, §2.7, §9, §11.1)."""
+"""Prediction heads and the box parameterisation (docs/fidelity.md §2.6, §2.7, §9, §11.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sine positional encoding along time (FACTS §2.3)."""
+"""Sine positional encoding along time (docs/fidelity.md §2.3)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def dense_reference(q, k, v, mask, half_window):
 
 
 # ---------------------------------------------------------------------------------------------
-# parameter counts at the paper's size (FACTS §2.8, §9)
+# parameter counts at the paper's size (docs/fidelity.md §2.8, §9)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Deformable encoder / decoder / transformer (FACTS §2.3, §2.4, §2.6, §9, §11.1)."""
+"""Deformable encoder / decoder / transformer (docs/fidelity.md §2.3, §2.4, §2.6, §9, §11.1)."""
 
 from __future__ import annotations
 

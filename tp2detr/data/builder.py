@@ -232,7 +232,7 @@ def hold_out_validation(bundle: DataBundle, cfg: DictConfig, fraction: float, se
 
 
 def dataset_statistics(bundle: DataBundle) -> dict[str, Any]:
-    """The counts that FACTS §5.6 pins (and a few more)."""
+    """The counts that docs/fidelity.md §5.6 pins (and a few more)."""
     gt = bundle.protocol.eval_ground_truth
     return {
         "train_windows": len(bundle.train_samples),

@@ -1,4 +1,4 @@
-"""The zero-shot data protocol of the released code (FACTS §5.4): which videos and which
+"""The zero-shot data protocol of the released code (docs/fidelity.md §5.4): which videos and which
 instances are used for training and for evaluation under one class split.
 
 * Training: videos of ``train_subset`` that have features, with instances of **seen** classes

@@ -3,7 +3,7 @@
 A :class:`Sample` is built from the protocol alone (no features are read), so counts such as
 ``scripts/dataset_stats.py`` prints need no feature files.
 
-* ``sliding`` (THUMOS14): one sample per window (FACTS §5.5). Training keeps only windows with at
+* ``sliding`` (THUMOS14): one sample per window (docs/fidelity.md §5.5). Training keeps only windows with at
   least one instance; evaluation keeps all windows.
 * ``resize`` (ActivityNet1.3): one sample per video, the whole video resampled to ``size`` snippets;
   normalised 1.0 is the video's ``snippet_duration``.
@@ -58,7 +58,7 @@ class Sample:
         return np.stack([center, width], axis=1).astype(np.float32)
 
     def salient_target(self) -> np.ndarray:
-        """``[length]`` float32 0/1 foreground mask (FACTS §3)."""
+        """``[length]`` float32 0/1 foreground mask (docs/fidelity.md §3)."""
         segs = [(float(s), float(e)) for s, e in self.segments]
         return np.asarray(salient_mask(segs, self.duration, self.length), dtype=np.float32)
 

@@ -1,12 +1,12 @@
 """Turning a video's snippet sequence into model inputs: sliding windows (THUMOS14) and the
-seconds ↔ snippet ↔ normalised-coordinate conventions of the released code (FACTS §5.5).
+seconds ↔ snippet ↔ normalised-coordinate conventions of the released code (docs/fidelity.md §5.5).
 
 Conventions:
 
 * Snippet ``i`` is placed at time ``i / feature_fps`` seconds (its start, not its centre).
 * A window is the inclusive snippet range ``[start, end]``; its duration is
   ``(end - start) / feature_fps`` — (length − 1) snippet periods, so normalised 1.0 maps to the
-  start of the last snippet (FACTS §11.12, reproduced for fidelity).
+  start of the last snippet (docs/fidelity.md §11.12, reproduced for fidelity).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def instances_in_window(
 
 
 def salient_mask(segments: Sequence[tuple[float, float]], duration: float, length: int) -> list[int]:
-    """Indices marked as foreground by the salient ground truth (FACTS §3).
+    """Indices marked as foreground by the salient ground truth (docs/fidelity.md §3).
 
     For each segment (seconds, relative to the window/video start) ``s = start/duration·length``,
     ``e = end/duration·length``; indices ``⌊s⌋ … ⌈e⌉`` inclusive, clipped to ``[0, length − 1]``.

@@ -9,7 +9,7 @@
 
 The metrics themselves are :mod:`tp2detr.evaluation`'s (official ActivityNet semantics); this
 module only applies the protocol's last step — predictions of videos without ground truth are
-dropped (FACTS §5.4) — and picks the dataset's thresholds and length bins.
+dropped (docs/fidelity.md §5.4) — and picks the dataset's thresholds and length bins.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""From a trained model to video-level proposals in seconds (FACTS §6).
+"""From a trained model to video-level proposals in seconds (docs/fidelity.md §6).
 
 1. :func:`predict_batches` runs the model over an evaluation loader (eval mode, no autograd) and
    keeps the **last decoder layer** only: score = ``sigmoid(actionness)``; each (centre, width)

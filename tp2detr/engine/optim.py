@@ -1,4 +1,4 @@
-"""AdamW with the released code's three parameter groups, and the step schedule (FACTS §8).
+"""AdamW with the released code's three parameter groups, and the step schedule (docs/fidelity.md §8).
 
 * ``base``: everything else (encoder, decoder, embeddings, heads, salient heads) at ``lr``;
 * ``tfpn``: every TFPN parameter at ``lr_tfpn`` (empty for parameter-free pyramids);

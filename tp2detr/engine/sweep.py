@@ -41,7 +41,7 @@ FALLBACK_TIOU = {
     "anet": ("0.5", "0.55", "0.6", "0.65", "0.7", "0.75", "0.8", "0.85", "0.9", "0.95"),
     "thumos": ("0.3", "0.4", "0.5", "0.6", "0.7"),
 }
-#: The selection rule whose numbers are an oracle, not an honest estimate (FACTS §8).
+#: The selection rule whose numbers are an oracle, not an honest estimate (docs/fidelity.md §8).
 ORACLE_SELECTION = "test_best"
 
 

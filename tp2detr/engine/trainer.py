@@ -10,7 +10,7 @@ Model selection (``trainer.selection``):
 * ``last`` (default, honest): the last epoch;
 * ``val``: the best epoch on a held-out part of the *training* videos (seen classes only);
 * ``test_best``: the best epoch on the evaluation set itself — what the released code reports
-  (FACTS §8); an oracle, labelled so everywhere.
+  (docs/fidelity.md §8); an oracle, labelled so everywhere.
 
 Exact resume: data order comes from a sampler seeded by (seed, epoch); every RNG state is in the
 checkpoint; an interruption (SIGINT/SIGTERM) saves a checkpoint with the number of steps already

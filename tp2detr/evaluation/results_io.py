@@ -161,7 +161,8 @@ def restrict_to_ground_truth(
     strict: bool = False,
     source: str = "predictions",
 ) -> PredictionArrays:
-    """Drop the predictions of videos without GT instances, as the released code does (FACTS §5.4).
+    """Drop the predictions of videos without GT instances, as the released code does
+    (docs/fidelity.md §5.4).
 
     Args:
         predictions: ``{video_id: (segments, scores)}``.

@@ -15,7 +15,7 @@ The released code (GAP/TP²-DETR ``eval/tad_eval.py::cross_window_fusion``) does
 4. The detections that intersect no span are appended unchanged, in list order. No other NMS.
 
 A video with a single window (or windows without overlap) is returned unchanged in list order.
-A detection that intersects two spans is processed in both and can be output twice (FACTS 11.13);
+A detection that intersects two spans is processed in both and can be output twice (docs/fidelity.md §11.13);
 that is the default, for fidelity. ``deduplicate=True`` keeps only the first occurrence of each
 detection; everything else is identical.
 """

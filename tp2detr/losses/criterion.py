@@ -1,7 +1,7 @@
 """Training objective of TP²-DETR: set losses with deep supervision plus the salient loss.
 
-Defaults reproduce the authors' released ``models/criterion.py`` (FACTS §3, §4, §11.2); each place
-where the paper's text (§3.3, eqs. 14-18) says otherwise is a constructor switch.
+Defaults reproduce the authors' released ``models/criterion.py`` (docs/fidelity.md §3, §4, §11.2);
+each place where the paper's text (§3.3, eqs. 14-18) says otherwise is a constructor switch.
 
 Terms (all unweighted scalars; ``num_boxes`` = total number of ground-truth segments in the batch):
 
@@ -36,7 +36,7 @@ the actionness term pushes every query to background.
 
 The total is Σ weights[k] · terms[k] over the sorted keys (the released code's order). The term and
 weight dicts always have the same keys; a mismatch raises, so no term can be computed and silently
-left out of the total (cf. TadTR issue #21, PEERS §D.11).
+left out of the total (cf. TadTR issue #21, docs/fidelity.md §12.4).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Sigmoid focal loss (Lin et al., 2017) and the matching cost derived from it.
 
-The same elementwise loss serves the actionness head (α 0.25, γ 2, FACTS §4) and the released
-code's "focal-modulated BCE" salient loss (α 0.25 for positives / 0.75 for negatives, γ 2, FACTS §3).
+The same elementwise loss serves the actionness head (α 0.25, γ 2, docs/fidelity.md §4) and the
+released code's "focal-modulated BCE" salient loss (α 0.25 for positives / 0.75 for negatives, γ 2,
+docs/fidelity.md §3).
 """
 
 from __future__ import annotations

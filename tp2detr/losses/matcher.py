@@ -1,6 +1,6 @@
 """Hungarian (bipartite) matching of predicted proposals to ground-truth segments (paper eqs. 12-13).
 
-Cost of assigning query i to ground truth j (FACTS §4, the released ``models/matcher.py``)::
+Cost of assigning query i to ground truth j (docs/fidelity.md §4, the released ``models/matcher.py``)::
 
     C[i, j] = cost_l1 · |c_i − c_j| + |w_i − w_j|          (cdist, p = 1, on (center, width))
             + cost_iou · (−IoU(clamp(pred_i), clamp(gt_j)))   (plain IoU of (start, end) in [0, 1])

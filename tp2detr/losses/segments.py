@@ -5,7 +5,7 @@ Coordinates are in whatever unit the caller uses (normalised to [0, 1] inside th
 the losses; seconds or snippets elsewhere); only :func:`clamp_unit` assumes the [0, 1] range.
 
 The IoU here is the *plain* temporal IoU, ``|A ∩ B| / |A ∪ B|``, as in the released TP²-DETR
-matcher and loss (their comments say "GIoU", their code computes IoU; FACTS §4). A segment whose
+matcher and loss (their comments say "GIoU", their code computes IoU; docs/fidelity.md §4). A segment whose
 end lies before its start is treated as empty (length 0). When the union is empty (two
 zero-length segments) the IoU is defined as 0 and its gradient is 0, never NaN.
 """

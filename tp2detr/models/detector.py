@@ -9,7 +9,7 @@ with the two salient heads supervising the TFPN and the encoder during training.
   only (they supervise; they never change the proposals).
 
 There is no input projection: the CLIP features (C = 512) enter the TFPN as they are, and the
-TFPN levels enter the encoder as they are (FACTS §2.1), so ``d_model`` is the feature dimension.
+TFPN levels enter the encoder as they are (docs/fidelity.md §2.1), so ``d_model`` is the feature dimension.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Banded (local) multi-head self-attention and the transformer TFPN block (FACTS §2.8(a)).
+"""Banded (local) multi-head self-attention and the transformer TFPN block (docs/fidelity.md §2.8(a)).
 
 Query ``i`` attends to the keys ``j`` with ``|i − j| ≤ window_size // 2`` that lie inside the
 sequence and are not padding. The released code computes this with Longformer's sliding-chunk
@@ -95,8 +95,8 @@ class LocalMaskedSelfAttention(nn.Module):
 
     ``x`` (already LN1-normalised by the block) → optional nearest ×½ downsampling (keep even
     indices) → q/k/v LayerNorms (``qkv_norm``; the released code keeps them, the paper's text
-    removes them, FACTS §11.3) → q/k/v projections (the released 1×1 convs) → banded attention
-    (scale 1/√head_dim) → output projection → dropout → × valid mask.
+    removes them, docs/fidelity.md §11.3) → q/k/v projections (the released 1×1 convs) → banded
+    attention (scale 1/√head_dim) → output projection → dropout → × valid mask.
 
     Args:
         d_model: C.

@@ -1,6 +1,6 @@
 """Salient heads: per-snippet foreground logits for early supervision.
 
-Paper §3.2 and Algorithm 1, FACTS §3.
+Paper §3.2 and Algorithm 1, docs/fidelity.md §3.
 
 Two heads read a multi-scale pyramid and predict one logit per snippet of level 0:
 

@@ -1,4 +1,4 @@
-"""TriDet's Scalable-Granularity Perception block, as the SGP TFPN uses it (FACTS §2.8(d)).
+"""TriDet's Scalable-Granularity Perception block, as the SGP TFPN uses it (docs/fidelity.md §2.8(d)).
 
 Released behaviour (``padding_exact=False``, the default): for a stride-2 block the input is first
 max-pooled (kernel 3, stride 2, padding 1); then ``u = LN(x)`` (channel LayerNorm) and

@@ -1,4 +1,4 @@
-"""Temporal feature pyramid networks (TFPN, paper §3.1, FACTS §2.8).
+"""Temporal feature pyramid networks (TFPN, paper §3.1, docs/fidelity.md §2.8).
 
 Every pyramid maps CLIP snippet features to L levels:
 
@@ -14,7 +14,7 @@ Lengths: the strided levels need an even length at every halving, i.e. T a multi
 ``required_length_multiple()`` (2^(number of strided levels)). A batch of another length is
 padded internally and the outputs are cropped back to the lengths above, so any T works; a
 collate that pads to the multiple avoids that copy. The released local attention needed
-``2^(L−1) · 2 · (window // 2)`` (FACTS §11.11); the banded attention here does not.
+``2^(L−1) · 2 · (window // 2)`` (docs/fidelity.md §11.11); the banded attention here does not.
 
 Padding: in eval mode the valid outputs do not depend on how much padding a batch carries, for
 every variant except ``sgp`` in its default (released) form, whose time mean and GroupNorm
@@ -154,7 +154,7 @@ class DirectDownsamplePyramid(TemporalPyramid):
 
 
 class ConvPyramid(TemporalPyramid):
-    """``cnn`` (CNN basic, released ``ConvBackbone`` with its defaults, FACTS §2.8(c)).
+    """``cnn`` (CNN basic, released ``ConvBackbone`` with its defaults, docs/fidelity.md §2.8(c)).
 
     Embedding: ``embed_layers`` masked Conv1d C→C k3 (bias, no norm, no activation). Stem:
     ``stem_blocks`` residual conv blocks (C→2C→C, k3) → level 0. Branch: per further level a
@@ -205,7 +205,7 @@ class ConvPyramid(TemporalPyramid):
 
 
 class SGPPyramid(TemporalPyramid):
-    """``sgp`` (CNN enhanced, released ``SGPFPN``, FACTS §2.8(d)).
+    """``sgp`` (CNN enhanced, released ``SGPFPN``, docs/fidelity.md §2.8(d)).
 
     ``stem_levels`` stride-1 SGP blocks, then ``num_levels − stem_levels`` stride-2 SGP blocks;
     every block output is a level. Window 1 everywhere (the released SGP backbone ignores the
@@ -250,7 +250,7 @@ class SGPPyramid(TemporalPyramid):
 
 
 class LocalTransformerPyramid(TemporalPyramid):
-    """``transformer`` (released ``ActionFormerFPN``, FACTS §2.8(a)): the paper's main TFPN.
+    """``transformer`` (released ``ActionFormerFPN``, docs/fidelity.md §2.8(a)): the paper's main TFPN.
 
     ``stem_levels`` stride-1 blocks, then ``num_levels − stem_levels`` stride-2 blocks of
     :class:`~tp2detr.models.local_attention.LocalTransformerBlock`; every block output is a

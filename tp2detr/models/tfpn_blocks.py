@@ -1,4 +1,4 @@
-"""Small building blocks shared by the TFPN variants (FACTS §2.8).
+"""Small building blocks shared by the TFPN variants (docs/fidelity.md §2.8).
 
 Conventions: features are ``[B, C, T]`` (channels first, time last) and masks are ``[B, T]``
 bool with **True = padding**, the convention of the whole detector. "Valid" below means
