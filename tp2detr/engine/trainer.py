@@ -52,6 +52,7 @@ from tp2detr.engine.distributed import (
     init_distributed,
     shard,
 )
+from tp2detr.engine.divergence import DivergenceGuard
 from tp2detr.engine.evaluation import evaluate_proposals, length_bins_for
 from tp2detr.engine.inference import predict_batches, resolve_precision, select_device, video_proposals
 from tp2detr.engine.optim import build_optimizer, build_scheduler
@@ -152,10 +153,7 @@ class Trainer:
         self._stop_requested = False
         self._partial: dict[str, Any] | None = None  # loss sums of an interrupted epoch
         self.writer = None
-        # Divergence rule (trainer.divergence): the loss of the run's first step, and the last
-        # finite loss seen (for the message).
-        self._loss_reference: float | None = None
-        self._last_finite: tuple[int, int, float] | None = None  # (epoch, step, loss)
+        self.divergence = DivergenceGuard((self.t.get("divergence") or {}).get("factor"))
         self._config_changes: list[tuple[str, Any, Any]] = []
         self.last_loss = math.nan  # the total loss of the last optimizer step (read on the host)
 
@@ -255,7 +253,7 @@ class Trainer:
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "metrics": self.doc,
             "partial_epoch": self._partial if step_in_epoch else None,
-            "loss_reference": self._loss_reference,
+            "loss_reference": self.divergence.reference,
         }
 
     def _save(self, name: str, epoch: int, step_in_epoch: int = 0) -> None:
@@ -324,7 +322,7 @@ class Trainer:
             for key, old, new in self._config_changes
         )
         self._partial = state.get("partial_epoch")
-        self._loss_reference = state.get("loss_reference")
+        self.divergence.reference = state.get("loss_reference")
         log.info("resumed from %s: epoch %d, step %d", path, state["epoch"], state.get("step_in_epoch", 0))
         return int(state["epoch"]), int(state.get("step_in_epoch", 0))
 
@@ -407,7 +405,8 @@ class Trainer:
         """One optimizer step on a collated batch; returns the detached loss terms (+ ``loss``).
 
         The only host synchronisation is reading the total loss, which is checked before it reaches
-        the weights (:meth:`_check_loss`: a non-finite or exploding loss raises FloatingPointError).
+        the weights (:class:`tp2detr.engine.divergence.DivergenceGuard`: a non-finite or exploding
+        loss raises FloatingPointError).
         """
         feats = batch["feats"].to(self.device, non_blocking=True)
         mask = batch["mask"].to(self.device, non_blocking=True)
@@ -426,7 +425,7 @@ class Trainer:
             salient_valid=batch["salient_valid"].to(self.device, non_blocking=True),
         )
         value = loss.total.detach().item()
-        self._check_loss(value, loss)
+        self.divergence.check(value, loss.as_floats)
         self.last_loss = value
         self.optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
@@ -435,47 +434,6 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
         self.optimizer.step()
         return {k: v.detach() for k, v in {"loss": loss.total, **loss.terms}.items()}
-
-    def _check_loss(self, value: float, loss: Any) -> None:
-        """The divergence rule (``trainer.divergence``, README "When something goes wrong").
-
-        A step's loss is a divergence when it is not finite, or when it exceeds
-        ``trainer.divergence.factor`` times the reference: the loss of the run's first step, i.e.
-        of the freshly initialised model before any update (kept in the checkpoint, so a resumed
-        run uses the same one). ``factor: null`` keeps only the finiteness test. Training losses of
-        this model stay below their initial value; a run whose learning rate is far too high
-        passes it by orders of magnitude within a few steps.
-
-        Raises:
-            FloatingPointError: the step diverged (the caller names the epoch and step).
-        """
-        if not math.isfinite(value):
-            raise FloatingPointError(f"the loss is {value} (terms: {loss.as_floats()})")
-        factor = (self.t.get("divergence") or {}).get("factor")
-        reference = self._loss_reference
-        if reference is None:
-            self._loss_reference = value
-        elif factor is not None and value > float(factor) * reference:
-            raise FloatingPointError(
-                f"the loss {value:.4g} exceeds {float(factor):g}x the run's first-step loss {reference:.4g} "
-                "(trainer.divergence.factor)"
-            )
-
-    def _diverged(self, epoch: int, step: int, err: BaseException) -> TrainingDiverged:
-        """The :class:`TrainingDiverged` of a step that failed :meth:`_check_loss` (or whose model
-        outputs were not finite), with what a user needs to act on it."""
-        lrs = ", ".join(f"{g.get('name', i)} {g['lr']:.3g}" for i, g in enumerate(self.optimizer.param_groups))
-        last = (
-            f"last finite loss {self._last_finite[2]:.4g} at epoch {self._last_finite[0]}, step {self._last_finite[1]}"
-            if self._last_finite else "no finite loss before it"
-        )
-        saved = self.run_dir / "checkpoints" / "last.pt"
-        kept = (f"the last good checkpoint {saved} (after epoch {len(self.doc['epochs']) - 1}) is kept"
-                if saved.exists() else "no checkpoint was written before it")
-        return TrainingDiverged(
-            f"epoch {epoch}, step {step}: {' '.join(str(err).split())}; learning rates: {lrs}; {last}; {kept}. "
-            "Lower optim.lr / optim.lr_tfpn (or check the data) and run again"
-        )
 
     def _train_epoch(
         self, epoch: int, skip_steps: int, partial: dict[str, Any] | None
@@ -495,8 +453,11 @@ class Trainer:
             try:
                 terms = self.train_step(batch)
             except FloatingPointError as err:  # a non-finite or exploding loss, non-finite outputs
-                raise self._diverged(epoch, steps, err) from err
-            self._last_finite = (epoch, steps, self.last_loss)
+                raise self.divergence.diverged(
+                    epoch, steps, err, self.optimizer.param_groups, self.run_dir / "checkpoints" / "last.pt",
+                    len(self.doc["epochs"]),
+                ) from err
+            self.divergence.passed(epoch, steps, self.last_loss)
             steps += 1
             for key, value in terms.items():
                 sums[key] = sums[key] + value if key in sums else value.to(torch.float64)
