@@ -1,6 +1,11 @@
-"""Atomic file writes: a crash or a full disk never leaves a half-written file behind.
+"""Reading JSON inputs strictly, and atomic file writes: a crash or a full disk never leaves a
+half-written file behind.
 
-The content goes to a temporary file in the destination folder, is flushed and fsync-ed, then
+:func:`read_json` refuses a missing, empty or invalid file and a key given twice in one object
+(``json`` would keep the last silently: a video id listed twice); :func:`finite_number` is the
+number check of every JSON input. Both raise the project's errors naming the file and field.
+
+Writes: the content goes to a temporary file in the destination folder, is flushed and fsync-ed, then
 renamed over the destination (``os.replace`` is atomic on POSIX). On any error the temporary file
 is removed and the previous file, if any, is untouched.
 """
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -108,3 +114,48 @@ def atomic_write_group(files: list[tuple[str | os.PathLike, bytes]]) -> None:
         raise
     for tmp, path in written:
         os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Decode the JSON file ``path``.
+
+    Raises:
+        MissingDataError: no such file.
+        DataFormatError: empty, not valid JSON, or a key given twice in one object.
+    """
+    from tp2detr.errors import DataFormatError, MissingDataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(f"{path}: file not found, expected a JSON file")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise DataFormatError(f"{path}: file is empty ({path.stat().st_size} bytes), expected a JSON object")
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj:
+                raise DataFormatError(
+                    f"{path}: entry {key!r} is given twice in one object (e.g. a video id listed twice); "
+                    "expected each key once"
+                )
+            obj[key] = value
+        return obj
+
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys)
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{path}: not valid JSON ({err}), expected a JSON object") from err
+
+
+def finite_number(value: Any, field: str, path: str | os.PathLike) -> float:
+    """``value`` as a float when it is a finite JSON number (not a bool); else
+    :class:`~tp2detr.errors.DataFormatError` naming ``path`` and ``field``."""
+    from tp2detr.errors import DataFormatError
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataFormatError(f"{path}: {field} is {value!r} ({type(value).__name__}), expected a number")
+    if not math.isfinite(value):
+        raise DataFormatError(f"{path}: {field} is {value!r}, expected a finite number")
+    return float(value)

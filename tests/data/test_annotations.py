@@ -39,7 +39,7 @@ def test_real_files_load():
         ({"classes": ["A"], "database": {"v": {"subset": "val", "duration": 3}}},
          r"database\['v'\] is missing field 'annotations'"),
         ({"classes": ["A"], "database": {"v": {"subset": "val", "duration": "long", "annotations": []}}},
-         r"database\['v'\].duration is 'long', expected a finite number"),
+         r"database\['v'\].duration is 'long' \(str\), expected a number"),
         ({"classes": ["A"], "database": {"v": {"subset": "val", "duration": 9,
                                               "annotations": [{"segment": [1], "label": "A"}]}}},
          r"annotations\[0\].segment is \[1\], expected \[start, end\]"),

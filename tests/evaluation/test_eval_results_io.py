@@ -161,3 +161,10 @@ def test_relative_breakdown_skipped_without_durations(tmp_path, caplog):
         report = evaluate_predictions(gt, {"v": (np.array([[0.0, 1.0]]), np.array([1.0]))}, (0.5,), with_breakdown=True)
     assert report["breakdown"]["relative"] is None
     assert any("no duration" in r.getMessage() for r in caplog.records)
+
+
+def test_a_video_listed_twice_in_a_results_file_is_an_error(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text('{"results": {"v1": [{"segment": [0, 1], "score": 0.5}], "v1": []}}')
+    with pytest.raises(DataFormatError, match=r"results.json: entry 'v1' is given twice"):
+        load_predictions(path)

@@ -14,15 +14,13 @@ Times are in seconds. Nothing here applies the zero-shot protocol; see :mod:`tp2
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
-from tp2detr.errors import DataFormatError, MissingDataError
+from tp2detr.errors import DataFormatError
+from tp2detr.io import finite_number, read_json
 
 log = logging.getLogger(__name__)
 
@@ -92,38 +90,6 @@ class AnnotationSet:
     videos: Mapping[str, AnnotatedVideo]
 
 
-def _read_json(path: Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise MissingDataError(f"{path}: file not found")
-    text = path.read_text()
-    if not text.strip():
-        raise DataFormatError(f"{path}: file is empty, expected a JSON object")
-    try:
-        return json.loads(text, object_pairs_hook=partial(_unique_keys, path=path))
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"{path}: not valid JSON ({err})") from err
-
-
-def _unique_keys(pairs: list[tuple[str, Any]], path: Path) -> dict[str, Any]:
-    """A JSON object as a dict, refusing a key given twice (``json`` would keep the last silently)."""
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise DataFormatError(
-                f"{path}: entry {key!r} is given twice in one object (e.g. a video id listed twice); "
-                "expected each key once"
-            )
-        obj[key] = value
-    return obj
-
-
-def _number(value: Any, where: str, path: Path) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DataFormatError(f"{path}: {where} is {value!r}, expected a finite number")
-    return float(value)
-
-
 def parse_annotations(obj: Any, path: Path) -> AnnotationSet:
     """Validate an annotation object (already decoded from JSON) and build an :class:`AnnotationSet`."""
     if not isinstance(obj, dict):
@@ -145,7 +111,7 @@ def parse_annotations(obj: Any, path: Path) -> AnnotationSet:
         for key in ("subset", "annotations", "duration"):
             if key not in rec:
                 raise DataFormatError(f"{path}: {where} is missing field '{key}'")
-        duration = _number(rec["duration"], f"{where}.duration", path)
+        duration = finite_number(rec["duration"], f"{where}.duration", path)
         if not isinstance(rec["annotations"], list):
             raise DataFormatError(f"{path}: {where}.annotations must be a list")
         instances = []
@@ -156,8 +122,8 @@ def parse_annotations(obj: Any, path: Path) -> AnnotationSet:
             seg = ann["segment"]
             if not isinstance(seg, (list, tuple)) or len(seg) != 2:
                 raise DataFormatError(f"{path}: {w}.segment is {seg!r}, expected [start, end]")
-            start = _number(seg[0], f"{w}.segment[0]", path)
-            end = _number(seg[1], f"{w}.segment[1]", path)
+            start = finite_number(seg[0], f"{w}.segment[0]", path)
+            end = finite_number(seg[1], f"{w}.segment[1]", path)
             if start < 0:
                 if start < -NEGATIVE_START_TOLERANCE_S:
                     raise DataFormatError(
@@ -182,13 +148,13 @@ def parse_annotations(obj: Any, path: Path) -> AnnotationSet:
 def load_annotations(path: str | Path) -> AnnotationSet:
     """Read and validate an ActivityNet-style annotation file."""
     path = Path(path)
-    return parse_annotations(_read_json(path), path)
+    return parse_annotations(read_json(path), path)
 
 
 def load_feature_info(path: str | Path) -> dict[str, FeatureInfo]:
     """Read and validate a feature-info file: ``{video_id: {...}}`` → ``{video_id: FeatureInfo}``."""
     path = Path(path)
-    obj = _read_json(path)
+    obj = read_json(path)
     if not isinstance(obj, dict):
         raise DataFormatError(f"{path}: top level is {type(obj).__name__}, expected an object")
     infos: dict[str, FeatureInfo] = {}
@@ -199,7 +165,7 @@ def load_feature_info(path: str | Path) -> dict[str, FeatureInfo]:
         for key in ("frame_length", "video_fps", "snippet_length", "snippet_duration"):
             if key not in rec:
                 raise DataFormatError(f"{path}: {where} is missing field '{key}'")
-        fps = _number(rec["video_fps"], f"{where}.video_fps", path)
+        fps = finite_number(rec["video_fps"], f"{where}.video_fps", path)
         if fps <= 0:
             raise DataFormatError(f"{path}: {where}.video_fps is {fps}, expected > 0")
         length = rec["snippet_length"]
@@ -209,9 +175,9 @@ def load_feature_info(path: str | Path) -> dict[str, FeatureInfo]:
             )
         infos[vid] = FeatureInfo(
             video_id=vid,
-            frame_length=int(_number(rec["frame_length"], f"{where}.frame_length", path)),
+            frame_length=int(finite_number(rec["frame_length"], f"{where}.frame_length", path)),
             video_fps=fps,
             snippet_length=length,
-            snippet_duration=_number(rec["snippet_duration"], f"{where}.snippet_duration", path),
+            snippet_duration=finite_number(rec["snippet_duration"], f"{where}.snippet_duration", path),
         )
     return infos

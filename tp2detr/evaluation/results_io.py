@@ -12,9 +12,7 @@ order (the order decides ties in score, see :mod:`tp2detr.evaluation.detection`)
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tp2detr.errors import DataFormatError, MissingDataError
-from tp2detr.io import atomic_write_json
+from tp2detr.io import atomic_write_json, finite_number, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -51,33 +49,11 @@ class GroundTruthSet:
         return [video for video, segs in self.segments.items() if len(segs) > 0]
 
 
-def read_json_file(path: str | os.PathLike) -> Any:
-    """Decode a JSON file; empty or invalid files raise :class:`DataFormatError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingDataError(f"{path}: file not found, expected a JSON file")
-    text = path.read_text(encoding="utf-8")
-    if not text.strip():
-        raise DataFormatError(f"{path}: file is empty ({path.stat().st_size} bytes), expected a JSON object")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"{path}: not valid JSON ({err}), expected a JSON object") from err
-
-
-def _number(value: Any, field: str, path: Path) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataFormatError(f"{path}: {field} is {value!r} ({type(value).__name__}), expected a number")
-    if not math.isfinite(value):
-        raise DataFormatError(f"{path}: {field} is {value!r}, expected a finite number")
-    return float(value)
-
-
 def _segment(value: Any, field: str, path: Path) -> tuple[float, float]:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise DataFormatError(f"{path}: {field} is {value!r}, expected a pair [start, end]")
-    start = _number(value[0], f"{field}[0]", path)
-    end = _number(value[1], f"{field}[1]", path)
+    start = finite_number(value[0], f"{field}[0]", path)
+    end = finite_number(value[1], f"{field}[1]", path)
     if end <= start:
         raise DataFormatError(f"{path}: {field} is [{start}, {end}], expected end > start")
     return start, end
@@ -118,7 +94,7 @@ def parse_ground_truth(obj: Any, path: str | os.PathLike, subset: str | None = N
             rows.append(_segment(_object_field(ann, "segment", field, path), f"{field}.segment", path))
         segments[str(video)] = np.array(rows, dtype=np.float64).reshape(-1, 2)
         if "duration" in record and record["duration"] is not None:
-            duration = _number(record["duration"], f"{where}.duration", path)
+            duration = finite_number(record["duration"], f"{where}.duration", path)
             if duration <= 0:
                 raise DataFormatError(f"{path}: {where}.duration is {duration}, expected a positive number of seconds")
             durations[str(video)] = duration
@@ -127,7 +103,7 @@ def parse_ground_truth(obj: Any, path: str | os.PathLike, subset: str | None = N
 
 def load_ground_truth(path: str | os.PathLike, subset: str | None = None) -> GroundTruthSet:
     """Read and validate an ActivityNet-style GT file (see :func:`parse_ground_truth`)."""
-    return parse_ground_truth(read_json_file(path), path, subset)
+    return parse_ground_truth(read_json(path), path, subset)
 
 
 def parse_predictions(obj: Any, path: str | os.PathLike) -> PredictionArrays:
@@ -145,14 +121,14 @@ def parse_predictions(obj: Any, path: str | os.PathLike) -> PredictionArrays:
         for i, entry in enumerate(entries):
             field = f"{where}[{i}]"
             rows.append(_segment(_object_field(entry, "segment", field, path), f"{field}.segment", path))
-            scores.append(_number(_object_field(entry, "score", field, path), f"{field}.score", path))
+            scores.append(finite_number(_object_field(entry, "score", field, path), f"{field}.score", path))
         predictions[str(video)] = (np.array(rows, dtype=np.float64).reshape(-1, 2), np.array(scores, dtype=np.float64))
     return predictions
 
 
 def load_predictions(path: str | os.PathLike) -> PredictionArrays:
     """Read and validate a results file (see :func:`parse_predictions`)."""
-    return parse_predictions(read_json_file(path), path)
+    return parse_predictions(read_json(path), path)
 
 
 def restrict_to_ground_truth(
