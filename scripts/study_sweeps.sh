@@ -7,16 +7,21 @@
 #
 #   bash scripts/study_sweeps.sh                 # every sweep, in order
 #   bash scripts/study_sweeps.sh table3 seeds    # only these
+# THUMOS14 sweeps use scale=study; the ActivityNet1.3 ones scale=study_anet13 (configs/scale/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-COMMON=(dataset=thumos14_synth scale=study trainer.progress=false +launcher=joblib hydra.launcher.n_jobs=2)
+COMMON=(trainer.progress=false +launcher=joblib hydra.launcher.n_jobs=2)
+THUMOS=(dataset=thumos14_synth scale=study)
+ANET=(dataset=anet13_synth scale=study_anet13)
 
-sweep() {  # sweep NAME OVERRIDES...
+sweep() {  # sweep NAME OVERRIDES... (THUMOS14 study setting unless the overrides name a dataset)
   local name=$1
   shift
-  echo "== $name: $*"
-  "$PY" train.py -m "${COMMON[@]}" "$@" "hydra.sweep.dir=outputs/study/$name"
+  local setting=("${THUMOS[@]}")
+  case " $* " in *" dataset="*) setting=() ;; esac
+  echo "== $name: ${setting[*]} $*"
+  "$PY" train.py -m "${COMMON[@]}" "${setting[@]}" "$@" "hydra.sweep.dir=outputs/study/$name"
 }
 
 run_section() {
@@ -39,12 +44,17 @@ run_section() {
       sweep paper_text_thumos14_50_50 experiment=paper_text split=50_50 'split.id=range(5)' ;;
     seeds)  # seed noise of the main model on split 0 (seed 3552 is in table1_50_50)
       sweep seeds_thumos14_50_50 experiment=table1_thumos14_transformer split=50_50 split.id=0 seed=1,2,3 ;;
-    *) echo "unknown section $1 (table1_50_50 table1_75_25 table4 table3 paper_text seeds)" >&2; exit 2 ;;
+    anet13)  # the main comparison on ActivityNet1.3 (baseline vs transformer TFPN), both settings, splits 0-2
+      sweep table1_anet13_50_50 "${ANET[@]}" experiment=table4_anet13_baseline,table1_anet13_transformer \
+        split=50_50 'split.id=range(3)'
+      sweep table1_anet13_75_25 "${ANET[@]}" experiment=table4_anet13_baseline,table1_anet13_transformer \
+        split=75_25 'split.id=range(3)' ;;
+    *) echo "unknown section $1 (table1_50_50 table1_75_25 table4 table3 paper_text seeds anet13)" >&2; exit 2 ;;
   esac
 }
 
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(table1_50_50 table1_75_25 table4 table3 paper_text seeds)
+[ ${#sections[@]} -gt 0 ] || sections=(table1_50_50 table1_75_25 table4 table3 paper_text seeds anet13)
 for section in "${sections[@]}"; do
   run_section "$section"
 done

@@ -239,6 +239,29 @@ def test_demo_is_a_small_model_on_the_semi_synthetic_store() -> None:
     assert n_params < 5_000_000
 
 
+@pytest.mark.parametrize("preset", ["table4_baseline", "table1_thumos14_transformer", "table3_cnn_max", "paper_text"])
+def test_the_study_scale_changes_width_schedule_and_op_only(preset: str) -> None:
+    full = train_cfg(f"experiment={preset}", "dataset=thumos14_synth")
+    study = train_cfg(f"experiment={preset}", "dataset=thumos14_synth", "scale=study")
+    full_flat, study_flat = flat(plain(full)), flat(plain(study))
+    changed = {k for k, v in study_flat.items() if full_flat.get(k) != v}
+    assert changed <= {"dataset.synthetic.dim", "dataset.features.dim", "dataset.features.path", "model.d_model", "model.dim_feedforward",
+                       "model.attn_backend", "optim.epochs", "optim.lr_drop_epoch", "optim.lr", "optim.lr_tfpn",
+                       "trainer.eval_every", "trainer.eval_untrained", "trainer.selection"}
+    assert study.tfpn == full.tfpn and study.salient == full.salient and study.loss == full.loss
+    assert study.optim.lr_drop_epoch < study.optim.epochs  # the step-down stays inside the schedule
+
+
+def test_the_activitynet_study_scale_keeps_the_width_and_shortens_the_schedule() -> None:
+    thumos = train_cfg("experiment=table1_thumos14_transformer", "dataset=thumos14_synth", "scale=study")
+    anet = train_cfg("experiment=table1_anet13_transformer", "dataset=anet13_synth", "scale=study_anet13")
+    assert anet.model.d_model == thumos.model.d_model == 64
+    assert anet.model.num_queries == 30 and anet.tfpn.window_size == 17  # the ActivityNet preset's settings stay
+    assert (anet.optim.lr, anet.optim.lr_tfpn) == (thumos.optim.lr, thumos.optim.lr_tfpn)
+    assert 0 < anet.optim.lr_drop_epoch < anet.optim.epochs < thumos.optim.epochs
+    assert anet.trainer.eval_every == anet.optim.epochs
+
+
 def test_command_line_overrides_win_over_the_preset() -> None:
     cfg = train_cfg("experiment=table1_anet13_sgp", "dataset=anet13_synth", "split=75_25", "split.id=4")
     assert (cfg.name, cfg.dataset.name, cfg.split.setting, cfg.split.id) == ("table1_anet13_sgp", "anet13_synth", "75_25", 4)
