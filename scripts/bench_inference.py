@@ -42,8 +42,10 @@ from tp2detr.config import compose
 from tp2detr.data.builder import build_dataset, load_data, make_synthetic_features
 from tp2detr.data.dataset import collate_samples
 from tp2detr.engine.benchmark import measure, write_report
-from tp2detr.engine.evaluation import evaluate_proposals, length_bins_for
-from tp2detr.engine.inference import PRECISIONS, predict_batches, video_proposals
+from tp2detr.evaluation.evaluate import evaluate_proposals
+from tp2detr.evaluation.map_by_length import length_bins_for
+from tp2detr.engine.device import PRECISIONS
+from tp2detr.engine.proposal_inference import predict_batches, video_proposals
 from tp2detr.io import atomic_write_json
 from tp2detr.models.builder import build_model
 from tp2detr.models.deform_attn import MSDeformAttn1D, resolve_backend

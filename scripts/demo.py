@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tp2detr.config import REPO_ROOT, compose, normalise_overrides
 from tp2detr.data.builder import dataset_statistics, load_data, make_synthetic_features
-from tp2detr.engine.evaluation import format_table
+from tp2detr.evaluation.tables import format_table
 from tp2detr.engine.runs import collect_runs
 from tp2detr.engine.sweep import render_markdown, summarise
 from tp2detr.cli.hydra_app import run_script

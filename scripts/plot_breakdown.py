@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from tp2detr.errors import TP2DETRError
-from tp2detr.viz.breakdown import breakdown_figure, breakdown_runs
+from tp2detr.viz.map_by_length_figure import breakdown_figure, breakdown_runs
 from tp2detr.viz.canvas import save_png
 
 

@@ -68,7 +68,7 @@ def length_table(groups, rows, split) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in bins:
         first = tables[rows[0]][name]
-        cells = [name, str(first["n_gt"])]
+        cells = [name, str(first["num_gt"])]
         for v in rows:
             r = tables[v].get(name)
             cells.append("–" if not r or r["mean"] is None else f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else ""))

@@ -269,7 +269,7 @@ def test_a_sweep_records_a_diverged_split_and_goes_on(feature_dir, tmp_path, cap
 
 def test_bf16_is_refused_on_a_cpu_without_native_bf16(feature_dir, tmp_path, capsys, monkeypatch):
     from tp2detr.engine import hardware
-    from tp2detr.engine.inference import resolve_precision
+    from tp2detr.engine.device import resolve_precision
 
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda flags=None: False)
     status, err = train(capsys, *tiny(feature_dir, tmp_path / "run", "trainer.precision=bf16"))

@@ -31,12 +31,12 @@ def test_paired_differences_use_only_the_splits_both_finished():
 
 
 def test_repeated_splits_are_averaged_and_by_length_means_skip_empty_bins():
-    bins_a = [{"bin": "[0, 2)", "n_gt": 3, "mAP": 10.0}, {"bin": "[2, 4)", "n_gt": 0, "mAP": None}]
-    bins_b = [{"bin": "[0, 2)", "n_gt": 5, "mAP": 20.0}, {"bin": "[2, 4)", "n_gt": 2, "mAP": 40.0}]
+    bins_a = [{"bin": "[0, 2)", "num_gt": 3, "mAP": 10.0}, {"bin": "[2, 4)", "num_gt": 0, "mAP": None}]
+    bins_b = [{"bin": "[0, 2)", "num_gt": 5, "mAP": 20.0}, {"bin": "[2, 4)", "num_gt": 2, "mAP": 40.0}]
     g = group("seeds", [run(0, 10.0, by_length=bins_a), run(0, 20.0, by_length=bins_b)])
     assert per_split(g) == {0: 15.0}
     rows = {r["bin"]: r for r in mean_by_length(g)}
-    assert rows["[0, 2)"]["mean"] == 15.0 and rows["[0, 2)"]["n_gt"] == 8 and rows["[0, 2)"]["n_splits"] == 2
+    assert rows["[0, 2)"]["mean"] == 15.0 and rows["[0, 2)"]["num_gt"] == 8 and rows["[0, 2)"]["num_splits"] == 2
     assert rows["[2, 4)"]["mean"] == 40.0 and rows["[2, 4)"]["std"] is None
 
 

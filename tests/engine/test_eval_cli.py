@@ -18,8 +18,8 @@ from tp2detr.cli.eval import apply_overrides, main, rebase_paths, unwrap_state_d
 from tp2detr.config import REPO_ROOT, compose
 from tp2detr.data.builder import build_dataset, load_data
 from tp2detr.data.dataset import collate_samples
-from tp2detr.engine.evaluation import evaluate_on_protocol
-from tp2detr.engine.inference import predict_batches, video_proposals
+from tp2detr.evaluation.evaluate import evaluate_on_protocol
+from tp2detr.engine.proposal_inference import predict_batches, video_proposals
 from tp2detr.evaluation import load_predictions, write_predictions
 from tp2detr.models.builder import build_model
 

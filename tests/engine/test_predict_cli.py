@@ -23,8 +23,8 @@ from tp2detr.data.annotations import load_feature_info
 from tp2detr.data.builder import build_dataset, load_data
 from tp2detr.data.dataset import collate_samples
 from tp2detr.data.features import open_feature_store
-from tp2detr.engine.inference import predict_batches, video_proposals
-from tp2detr.engine.prediction import top_k_per_video
+from tp2detr.engine.proposal_inference import predict_batches, video_proposals
+from tp2detr.engine.external_videos import top_k_per_video
 from tp2detr.errors import DataFormatError
 from tp2detr.evaluation import load_predictions
 

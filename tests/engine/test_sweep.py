@@ -397,11 +397,11 @@ def test_a_run_entry_keeps_the_oracle_epoch_and_the_by_length_map_labelled(tmp_p
     doc["epochs"][1]["eval"] = better  # an earlier epoch scored higher on the evaluation set
     doc["epochs"][2]["eval"] = doc["selected"]["eval"]
     doc["selected"]["eval"]["breakdown"] = {"absolute_s": [
-        {"bin": "[0, 2)", "low": 0.0, "high": 2.0, "n_gt": 4, "ap": None, "mAP": 0.25},
-        {"bin": "[2, 4)", "low": 2.0, "high": 4.0, "n_gt": 0, "ap": None, "mAP": None},
+        {"bin": "[0, 2)", "low": 0.0, "high": 2.0, "num_gt": 4, "ap": None, "mAP": 0.25},
+        {"bin": "[2, 4)", "low": 2.0, "high": 4.0, "n_gt": 0, "ap": None, "mAP": None},  # as metrics written before 2026-11-29
     ], "relative": None}
     (run_dir / "metrics.json").write_text(json.dumps(doc))
     (entry,) = summarise(collect_runs([tmp_path]))["groups"][0]["runs"]
     assert entry["selected_epoch"] == 2 and entry["mAP"] == pytest.approx(30.0)
     assert entry["test_best"] == {"epoch": 1, "mAP": pytest.approx(70.0)}
-    assert entry["by_length"] == [{"bin": "[0, 2)", "n_gt": 4, "mAP": 25.0}, {"bin": "[2, 4)", "n_gt": 0, "mAP": None}]
+    assert entry["by_length"] == [{"bin": "[0, 2)", "num_gt": 4, "mAP": 25.0}, {"bin": "[2, 4)", "num_gt": 0, "mAP": None}]

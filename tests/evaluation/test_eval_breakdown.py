@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tp2detr.errors import MissingDataError
-from tp2detr.evaluation.breakdown import (
+from tp2detr.evaluation.map_by_length import (
     DEFAULT_ABSOLUTE_BINS_S,
     DEFAULT_RELATIVE_BINS,
     LengthBin,
@@ -92,7 +92,7 @@ def test_bin_without_gt_reports_none_not_zero():
     assert [r.num_ground_truth for r in results] == [1, 0, 0, 0, 0]
     assert all(r.ap is None and r.mean_ap is None for r in results[1:])
     as_json = results[1].to_dict(np.array(THRESHOLDS))
-    assert as_json["n_gt"] == 0 and as_json["mAP"] is None and as_json["ap"] is None
+    assert as_json["num_gt"] == 0 and as_json["mAP"] is None and as_json["ap"] is None
     assert results[-1].to_dict(np.array(THRESHOLDS))["high"] is None  # infinity is not JSON
 
 

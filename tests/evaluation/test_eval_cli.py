@@ -46,7 +46,7 @@ def test_prints_one_json_object_with_ap_map_ar_and_breakdown(files):
     assert report["ap"]["0.5"] == pytest.approx(1 / 3 + 2 * (1 / 3) * 0.75)
     assert report["ap"]["0.7"] == pytest.approx(1 / 3 + 1 / 6)
     assert report["mAP"] == pytest.approx((report["ap"]["0.5"] + report["ap"]["0.7"]) / 2)
-    assert report["n_pred"] == 4 and report["n_gt"] == 3
+    assert report["num_predictions"] == 4 and report["num_gt"] == 3
     assert set(report["ar"]) == {"AR@1", "AR@5", "AR@10", "AR@25", "AR@40", "AR@50", "AR@100", "AUC"}
     assert len(report["breakdown"]["absolute_s"]) == 5 and len(report["breakdown"]["relative"]) == 5
     assert "1 predictions of 1 videos without ground truth (not_in_gt)" in done.stderr

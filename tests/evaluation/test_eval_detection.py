@@ -13,7 +13,7 @@ from tp2detr.evaluation.detection import (
     average_precision_detection,
     interpolated_average_precision,
 )
-from tp2detr.evaluation.segments import segment_iou_matrix
+from tp2detr.evaluation.tiou import segment_iou_matrix
 
 # ---------------------------------------------------------------- the loop oracle
 # A deliberately simple, independent re-statement of the official toolkit

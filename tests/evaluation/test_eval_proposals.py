@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tp2detr.evaluation.proposals import (
+from tp2detr.evaluation.average_recall import (
     ANET_AR_TIOU,
     THUMOS_AR_TIOU,
     average_recall_vs_proposals,

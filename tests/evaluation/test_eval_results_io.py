@@ -1,4 +1,4 @@
-"""Reading / validating / writing GT and results JSON, and the evaluate_predictions report."""
+"""Reading / validating / writing GT and results JSON, and the evaluate_proposals report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tp2detr.errors import DataFormatError, MissingDataError
-from tp2detr.evaluation.evaluate import evaluate_predictions
+from tp2detr.evaluation.average_recall import THUMOS_AR_TIOU
+from tp2detr.evaluation.evaluate import evaluate_proposals
 from tp2detr.evaluation.results_io import (
     load_ground_truth,
     load_predictions,
@@ -135,21 +136,23 @@ def test_predictions_of_videos_without_gt_are_dropped_with_one_warning(tmp_path,
 
 def test_evaluate_report_values(tmp_path):
     gt = load_ground_truth(write(tmp_path, "gt.json", GT))
-    report = evaluate_predictions(gt, load_predictions(write(tmp_path, "p.json", RESULTS)), (0.3, 0.5), with_ar=True, with_breakdown=True)
+    predictions = load_predictions(write(tmp_path, "p.json", RESULTS))
+    report = evaluate_proposals(predictions, gt.segments, gt.durations, (0.3, 0.5), THUMOS_AR_TIOU, breakdown=True)
     assert report["ap"] == {"0.3": 1.0, "0.5": 1.0} and report["mAP"] == 1.0
-    assert (report["n_gt"], report["n_pred"], report["n_videos"]) == (3, 3, 2)
+    assert (report["num_gt"], report["num_predictions"], report["num_videos"]) == (3, 3, 2)
+    assert report["tiou"] == [0.3, 0.5]
     assert report["ar"]["AR@100"] == 1.0
     absolute = report["breakdown"]["absolute_s"]
-    assert [b["n_gt"] for b in absolute] == [1, 0, 1, 1, 0]
+    assert [b["num_gt"] for b in absolute] == [1, 0, 1, 1, 0]
     assert absolute[1]["mAP"] is None and absolute[0]["mAP"] == 1.0
-    assert [b["n_gt"] for b in report["breakdown"]["relative"]] == [1, 1, 1, 0, 0]
+    assert [b["num_gt"] for b in report["breakdown"]["relative"]] == [1, 1, 1, 0, 0]
     json.dumps(report)  # JSON-ready
 
 
 def test_results_without_predictions_give_zero_with_a_warning(tmp_path, caplog):
     gt = load_ground_truth(write(tmp_path, "gt.json", GT))
     with caplog.at_level(logging.WARNING):
-        report = evaluate_predictions(gt, {}, (0.5,), with_ar=True, with_breakdown=True)
+        report = evaluate_proposals({}, gt.segments, gt.durations, (0.5,), THUMOS_AR_TIOU, breakdown=True)
     assert report["ap"] == {"0.5": 0.0} and report["mAP"] == 0.0 and report["ar"] is None
     assert any("no predictions" in r.getMessage() for r in caplog.records)
 
@@ -158,7 +161,8 @@ def test_relative_breakdown_skipped_without_durations(tmp_path, caplog):
     gt_obj = {"database": {"v": {"annotations": [{"segment": [0, 1]}]}}}
     gt = load_ground_truth(write(tmp_path, "gt.json", gt_obj))
     with caplog.at_level(logging.WARNING):
-        report = evaluate_predictions(gt, {"v": (np.array([[0.0, 1.0]]), np.array([1.0]))}, (0.5,), with_breakdown=True)
+        report = evaluate_proposals({"v": (np.array([[0.0, 1.0]]), np.array([1.0]))}, gt.segments, gt.durations, (0.5,),
+                                    breakdown=True)
     assert report["breakdown"]["relative"] is None
     assert any("no duration" in r.getMessage() for r in caplog.records)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tp2detr.losses.criterion import SetCriterion, weighted_total
-from tp2detr.losses.matcher import HungarianMatcher
+from tp2detr.losses.hungarian_matcher import HungarianMatcher
 
 NUM_LAYERS, BATCH, QUERIES, LENGTH = 4, 3, 8, 16
 

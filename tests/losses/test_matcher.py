@@ -1,4 +1,4 @@
-"""Invariants of :class:`tp2detr.losses.matcher.HungarianMatcher`."""
+"""Invariants of :class:`tp2detr.losses.hungarian_matcher.HungarianMatcher`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tp2detr.losses.matcher import HungarianMatcher
+from tp2detr.losses.hungarian_matcher import HungarianMatcher
 
 
 def random_batch(

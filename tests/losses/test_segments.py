@@ -1,4 +1,4 @@
-"""Invariants of the 1-D segment geometry in :mod:`tp2detr.losses.segments`."""
+"""Invariants of the 1-D segment geometry in :mod:`tp2detr.losses.segment_geometry`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tp2detr.losses.segments import (
+from tp2detr.losses.segment_geometry import (
     clamp_unit,
     cw_to_se,
     pairwise_segment_iou,

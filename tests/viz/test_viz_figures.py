@@ -10,9 +10,9 @@ import torch
 
 from tp2detr.config import compose
 from tp2detr.data.annotations import load_annotations
-from tp2detr.losses.matcher import HungarianMatcher
+from tp2detr.losses.hungarian_matcher import HungarianMatcher
 from tp2detr.models.builder import build_model
-from tp2detr.viz.breakdown import breakdown_figure
+from tp2detr.viz.map_by_length_figure import breakdown_figure
 from tp2detr.viz.canvas import new_figure, save_png
 from tp2detr.viz.confidence import confidence_figure, confidence_points
 from tp2detr.viz.durations import annotation_durations, duration_histogram_figure
@@ -20,7 +20,7 @@ from tp2detr.viz.precision_recall import (
     precision_recall_curves,
     precision_recall_figure,
 )
-from tp2detr.viz.proposals import (
+from tp2detr.viz.proposal_timelines import (
     proposal_timeline_figure,
     proposals_vs_ground_truth_figure,
 )
@@ -92,11 +92,11 @@ def test_durations_and_breakdown(tmp_path: Path, png_check) -> None:
     assert figure.axes[0].get_xlabel() == "action duration (s)"
     png_check(save_png(figure, tmp_path / "durations.png"))
     bins = [
-        {"bin": "[0, 2)", "n_gt": 10, "mAP": 0.1},
-        {"bin": "[2, 4)", "n_gt": 5, "mAP": 0.3},
-        {"bin": "[4, inf]", "n_gt": 0, "mAP": None},
+        {"bin": "[0, 2)", "num_gt": 10, "mAP": 0.1},
+        {"bin": "[2, 4)", "num_gt": 5, "mAP": 0.3},
+        {"bin": "[4, inf]", "num_gt": 0, "mAP": None},
     ]
-    relative = [{"bin": "[0, 0.05)", "n_gt": 15, "mAP": 0.2}]
+    relative = [{"bin": "[0, 0.05)", "num_gt": 15, "mAP": 0.2}]
     runs = {"a": {"absolute_s": bins, "relative": relative}, "b": {"absolute_s": bins[:2], "relative": None}}
     figure = breakdown_figure(runs, "two runs")
     assert len(figure.axes) == 2 and figure.axes[0].get_ylabel() == "mAP (%)"

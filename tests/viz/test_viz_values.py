@@ -14,11 +14,11 @@ import torch
 from tp2detr.config import compose
 from tp2detr.data.annotations import load_annotations
 from tp2detr.data.builder import load_data
-from tp2detr.engine.evaluation import evaluate_proposals
+from tp2detr.evaluation.evaluate import evaluate_proposals
 from tp2detr.errors import DataFormatError, MissingDataError
 from tp2detr.evaluation import average_precision_detection
-from tp2detr.losses.matcher import HungarianMatcher
-from tp2detr.viz.breakdown import breakdown_runs, load_breakdown
+from tp2detr.losses.hungarian_matcher import HungarianMatcher
+from tp2detr.viz.map_by_length_figure import breakdown_runs, load_breakdown
 from tp2detr.viz.canvas import file_stem
 from tp2detr.viz.confidence import confidence_points, correlations
 from tp2detr.viz.durations import (
@@ -28,7 +28,7 @@ from tp2detr.viz.durations import (
     histogram_counts,
 )
 from tp2detr.viz.precision_recall import precision_recall_curves
-from tp2detr.viz.proposals import (
+from tp2detr.viz.proposal_timelines import (
     assign_lanes,
     matcher_from_config,
     mean_best_tiou,

@@ -195,7 +195,7 @@ def result_document(
 ) -> dict[str, Any]:
     """``eval_metrics.json``: ``{"mode": "checkpoint" | "predictions", "source": path, "dataset",
     "split", "split_id", "epoch", "device", "precision", "num_windows", "inference_seconds",
-    "eval": METRICS}`` (see :mod:`tp2detr.engine.evaluation`); with ``plots=true`` the caller adds
+    "eval": METRICS}`` (see :mod:`tp2detr.evaluation.evaluate`); with ``plots=true`` the caller adds
     ``"figures"``: the written PNGs, relative to the output folder."""
     return {
         "mode": mode,
@@ -247,13 +247,9 @@ def evaluate_checkpoint(app: DictConfig, overrides: Sequence[str], out_dir: Path
     from tp2detr.data.builder import build_dataset, load_data
     from tp2detr.data.dataset import collate_samples
     from tp2detr.engine.checkpoint import check_architecture, load_checkpoint
-    from tp2detr.engine.evaluation import evaluate_on_protocol
-    from tp2detr.engine.inference import (
-        predict_batches,
-        resolve_precision,
-        select_device,
-        video_proposals,
-    )
+    from tp2detr.evaluation.evaluate import evaluate_on_protocol
+    from tp2detr.engine.device import resolve_precision, select_device
+    from tp2detr.engine.proposal_inference import predict_batches, video_proposals
     from tp2detr.evaluation.results_io import write_predictions
     from tp2detr.models.builder import build_model
 
@@ -318,7 +314,7 @@ def evaluate_checkpoint(app: DictConfig, overrides: Sequence[str], out_dir: Path
 def evaluate_results_file(app: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Predictions mode (module docstring); returns the ``eval_metrics.json`` document."""
     from tp2detr.data.builder import load_data
-    from tp2detr.engine.evaluation import evaluate_on_protocol
+    from tp2detr.evaluation.evaluate import evaluate_on_protocol
     from tp2detr.evaluation.results_io import load_predictions
 
     path = Path(str(app.predictions))
@@ -348,7 +344,7 @@ def evaluate_results_file(app: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 def summary_text(document: Mapping[str, Any], out_dir: Path) -> str:
     """The printed summary: the Table-1 style table, the AR line and the files written."""
-    from tp2detr.engine.evaluation import format_recall, format_table
+    from tp2detr.evaluation.tables import format_recall, format_table
 
     label = f"{document['dataset']} {document['split']} split {document['split_id']}"
     if document.get("epoch") is not None:

@@ -19,7 +19,7 @@ so two files may not share a stem.
 The model, windowing and stitching come from the checkpoint's stored config as in ``eval.py``
 checkpoint mode (:mod:`tp2detr.cli.eval`); keys given on the command line that are not keys of
 ``configs/predict.yaml`` (:data:`APP_KEYS`) are applied on top of it. Each video goes through the
-evaluation pipeline (:func:`tp2detr.engine.prediction.predict_video_proposals`): sliding windows
+evaluation pipeline (:func:`tp2detr.engine.external_videos.predict_video_proposals`): sliding windows
 at the eval stride (THUMOS-style) or one resized input (ActivityNet-style), the model, then the
 cross-window NMS of ``dataset.evaluation.nms_threshold``.
 
@@ -181,7 +181,7 @@ def npy_feature_info(
         MissingDataError: ``feature_info`` lacks the video and no ``feature_fps`` is given.
         ValueError: neither ``feature_info`` nor ``feature_fps`` is given.
     """
-    from tp2detr.engine.prediction import feature_info_from_fps
+    from tp2detr.engine.external_videos import feature_info_from_fps
 
     if feature_infos is not None and item.video_id in feature_infos:
         return feature_infos[item.video_id]
@@ -285,7 +285,7 @@ def gather_features(
         dim: the checkpoint's ``dataset.features.dim``.
         model_cfg: the checkpoint's config (for :func:`training_frames_per_snippet`).
     """
-    from tp2detr.engine.prediction import feature_info_from_entry
+    from tp2detr.engine.external_videos import feature_info_from_entry
 
     ckpt = str(app.ckpt)
     result = VideoFeatureSet({}, {}, {}, {})
@@ -345,7 +345,7 @@ def write_timeline_figures(
 ) -> list[Path]:
     """``folder/<video_id>.png``: each video's ``top_k`` best proposals along its timeline."""
     from tp2detr.viz.canvas import file_stem, save_png
-    from tp2detr.viz.proposals import proposal_timeline_figure
+    from tp2detr.viz.proposal_timelines import proposal_timeline_figure
 
     paths = []
     for video, (segments, scores) in predictions.items():
@@ -379,8 +379,8 @@ def summary_text(
 def predict(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> str:
     """Run the whole command (module docstring) and return the summary text."""
     from tp2detr.engine.checkpoint import check_architecture, load_checkpoint
-    from tp2detr.engine.inference import resolve_precision, select_device
-    from tp2detr.engine.prediction import (
+    from tp2detr.engine.device import resolve_precision, select_device
+    from tp2detr.engine.external_videos import (
         predict_video_proposals,
         top_k_per_video,
         video_duration,

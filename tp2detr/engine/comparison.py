@@ -104,19 +104,19 @@ def paired_difference(variant: Group, reference: Group, key: str = "mAP") -> dic
 
 def mean_by_length(group: Group) -> list[dict[str, Any]]:
     """mAP by action length (seconds) averaged over the group's finished splits, bin by bin:
-    ``[{"bin", "mean", "std", "n_splits", "n_gt"}]`` (``n_gt`` summed over the splits; a bin without
+    ``[{"bin", "mean", "std", "num_splits", "num_gt"}]`` (``num_gt`` summed over the splits; a bin without
     ground truth in a split does not count there)."""
     bins: dict[str, dict[str, Any]] = {}
     for run in group.get("runs", []):
         if run.get("status") != "finished":
             continue
         for entry in run.get("by_length") or []:
-            slot = bins.setdefault(entry["bin"], {"values": [], "n_gt": 0})
-            slot["n_gt"] += int(entry.get("n_gt") or 0)
+            slot = bins.setdefault(entry["bin"], {"values": [], "num_gt": 0})
+            slot["num_gt"] += int(entry.get("num_gt") or 0)
             if entry.get("mAP") is not None:
                 slot["values"].append(float(entry["mAP"]))
     rows = []
     for name, slot in bins.items():
         mean, std = mean_std(slot["values"])
-        rows.append({"bin": name, "mean": mean, "std": std, "n_splits": len(slot["values"]), "n_gt": slot["n_gt"]})
+        rows.append({"bin": name, "mean": mean, "std": std, "num_splits": len(slot["values"]), "num_gt": slot["num_gt"]})
     return rows

@@ -4,7 +4,7 @@ precision the CPU computes natively), the torch build and the GPU.
 bf16 autocast on a CPU without native bf16 arithmetic (no ``avx512_bf16`` or ``amx_bf16`` flag,
 e.g. an AVX2-only AMD EPYC of family 25 model 1) is emulated and catastrophically slow: a
 paper-config training step took 194 s in bf16 against 6.0 s in fp32 there. Such a CPU is refused
-bf16 (:func:`tp2detr.engine.inference.resolve_precision`).
+bf16 (:func:`tp2detr.engine.device.resolve_precision`).
 """
 
 from __future__ import annotations

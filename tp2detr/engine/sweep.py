@@ -26,7 +26,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from tp2detr.engine.evaluation import format_table
+from tp2detr.evaluation.tables import format_table
 from tp2detr.engine.runs import RunRecord, collect_runs
 from tp2detr.evaluation.detection import threshold_key
 from tp2detr.io import atomic_open, atomic_write_json
@@ -100,7 +100,8 @@ def _run_entry(run: RunRecord) -> dict[str, Any]:
         bins = (run.metrics.get("breakdown") or {}).get("absolute_s")
         if isinstance(bins, list):  # mAP by action length (seconds) of the reported epoch
             entry["by_length"] = [
-                {"bin": b.get("bin"), "n_gt": b.get("n_gt"), "mAP": _percent(b["mAP"]) if b.get("mAP") is not None else None}
+                {"bin": b.get("bin"), "num_gt": b.get("num_gt", b.get("n_gt")),  # n_gt: metrics written before 2026-11-29
+                 "mAP": _percent(b["mAP"]) if b.get("mAP") is not None else None}
                 for b in bins if isinstance(b, dict)
             ]
         if run.best_metrics is not None:  # the oracle, labelled: best epoch on the evaluation set

@@ -53,8 +53,10 @@ from tp2detr.engine.distributed import (
     shard,
 )
 from tp2detr.engine.divergence import DivergenceGuard
-from tp2detr.engine.evaluation import evaluate_proposals, length_bins_for
-from tp2detr.engine.inference import predict_batches, resolve_precision, select_device, video_proposals
+from tp2detr.evaluation.evaluate import evaluate_proposals
+from tp2detr.evaluation.map_by_length import length_bins_for
+from tp2detr.engine.device import resolve_precision, select_device
+from tp2detr.engine.proposal_inference import predict_batches, video_proposals
 from tp2detr.engine.optim import build_optimizer, build_scheduler
 from tp2detr.engine.run_identity import resume_changes
 from tp2detr.engine.seeding import rng_state, seed_everything, set_rng_state
@@ -138,22 +140,22 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.t = cfg.trainer
-        if str(self.t.selection) not in SELECTION_LABELS:
+        self.trainer_cfg = cfg.trainer
+        if str(self.trainer_cfg.selection) not in SELECTION_LABELS:
             raise ConfigError(
-                f"trainer.selection is {self.t.selection!r}, expected one of {sorted(SELECTION_LABELS)}"
+                f"trainer.selection is {self.trainer_cfg.selection!r}, expected one of {sorted(SELECTION_LABELS)}"
             )
-        if self.t.get("num_threads"):
-            torch.set_num_threads(int(self.t.num_threads))
-        self.device = select_device(str(self.t.device))
-        self.amp_dtype = resolve_precision(str(self.t.precision), self.device)
+        if self.trainer_cfg.get("num_threads"):
+            torch.set_num_threads(int(self.trainer_cfg.num_threads))
+        self.device = select_device(str(self.trainer_cfg.device))
+        self.amp_dtype = resolve_precision(str(self.trainer_cfg.precision), self.device)
         self.dist = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self._stop_requested = False
         self._partial: dict[str, Any] | None = None  # loss sums of an interrupted epoch
         self.writer = None
-        self.divergence = DivergenceGuard((self.t.get("divergence") or {}).get("factor"))
+        self.divergence = DivergenceGuard((self.trainer_cfg.get("divergence") or {}).get("factor"))
         self._config_changes: list[tuple[str, Any, Any]] = []
         self.last_loss = math.nan  # the total loss of the last optimizer step (read on the host)
 
@@ -163,8 +165,8 @@ class Trainer:
         cfg = self.cfg
         seed_everything(int(cfg.seed))
         bundle = load_data(cfg)
-        if str(self.t.selection) == "val":
-            bundle = hold_out_validation(bundle, cfg, float(self.t.val_fraction), int(cfg.seed))
+        if str(self.trainer_cfg.selection) == "val":
+            bundle = hold_out_validation(bundle, cfg, float(self.trainer_cfg.val_fraction), int(cfg.seed))
         self.bundle: DataBundle = bundle
         store = open_features(cfg, bundle)
         self.train_set = build_dataset(cfg, bundle, training=True, store=store)
@@ -179,7 +181,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
         self.train_model: torch.nn.Module = self.model
-        if bool(self.t.compile):
+        if bool(self.trainer_cfg.compile):
             if self.device.type == "cpu":
                 raise ConfigError(
                     "trainer.compile=true on CPU: torch.compile of this model aborts with heap corruption "
@@ -261,12 +263,12 @@ class Trainer:
             save_checkpoint(self.run_dir / "checkpoints" / name, self._state(epoch, step_in_epoch))
 
     def _resume_mode(self) -> str:
-        mode = self.t.resume
+        mode = self.trainer_cfg.resume
         if isinstance(mode, bool):
             return "true" if mode else "false"
         mode = str(mode).lower()
         if mode not in ("auto", "true", "false"):
-            raise ConfigError(f"trainer.resume is {self.t.resume!r}, expected auto, true or false")
+            raise ConfigError(f"trainer.resume is {self.trainer_cfg.resume!r}, expected auto, true or false")
         return mode
 
     def _supersede_previous(self) -> None:
@@ -360,7 +362,7 @@ class Trainer:
         ds_cfg = self.cfg.dataset
         indices = list(shard(len(dataset), self.dist))
         loader = DataLoader(
-            torch.utils.data.Subset(dataset, indices), batch_size=int(self.t.eval_batch_size),
+            torch.utils.data.Subset(dataset, indices), batch_size=int(self.trainer_cfg.eval_batch_size),
             shuffle=False, collate_fn=self.collate, num_workers=int(self.cfg.data.num_workers),
             generator=torch.Generator(),
         )
@@ -373,16 +375,18 @@ class Trainer:
             ground_truth,
             durations,
             tiou_thresholds=list(ds_cfg.evaluation.tiou_thresholds),
-            ar_tiou_thresholds=list(ds_cfg.evaluation.ar_tiou_thresholds) if bool(self.t.ar) else None,
-            breakdown=bool(self.t.breakdown),
+            ar_tiou_thresholds=list(ds_cfg.evaluation.ar_tiou_thresholds) if bool(self.trainer_cfg.ar) else None,
+            breakdown=bool(self.trainer_cfg.breakdown),
             absolute_bins=absolute_bins,
             relative_bins=relative_bins,
+            source=f"{ds_cfg.name} evaluation",
+            drop_log_level=logging.INFO,  # the protocol evaluates only the videos with unseen ground truth
         )
         return metrics, predictions
 
     def _selects(self, record: dict[str, Any]) -> bool:
         """Whether ``record`` (an evaluated epoch) becomes the selected one (``trainer.selection``)."""
-        rule = str(self.t.selection)
+        rule = str(self.trainer_cfg.selection)
         current = self.doc["selected"]
         if rule == "last":
             better = record["eval"] is not None
@@ -447,7 +451,7 @@ class Trainer:
         }
         steps = int(partial["steps"]) if partial else 0
         bar = tqdm(self.train_loader(epoch, skip_steps), total=self.steps_per_epoch - skip_steps,
-                   desc=f"epoch {epoch}", leave=False, disable=not (self.dist.is_main and bool(self.t.progress)))
+                   desc=f"epoch {epoch}", leave=False, disable=not (self.dist.is_main and bool(self.trainer_cfg.progress)))
         interrupted = False
         for batch in bar:
             try:
@@ -462,7 +466,7 @@ class Trainer:
             for key, value in terms.items():
                 sums[key] = sums[key] + value if key in sums else value.to(torch.float64)
             global_step = epoch * self.steps_per_epoch + steps
-            if self.writer is not None and global_step % int(self.t.log_every) == 0:
+            if self.writer is not None and global_step % int(self.trainer_cfg.log_every) == 0:
                 for key, value in terms.items():
                     self.writer.add_scalar(f"train_step/{key}", float(value), global_step)
             if broadcast_flag(self._stop_requested, self.dist):
@@ -499,15 +503,15 @@ class Trainer:
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_epoch * self.steps_per_epoch + skip_steps)
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         epochs = int(self.cfg.optim.epochs)
-        eval_every = max(int(self.t.eval_every), 1)
+        eval_every = max(int(self.trainer_cfg.eval_every), 1)
         protocol = self.bundle.protocol
         try:
-            if bool(self.t.eval_untrained) and start_epoch == 0 and skip_steps == 0:
+            if bool(self.trainer_cfg.eval_untrained) and start_epoch == 0 and skip_steps == 0:
                 self.doc["untrained"], _ = self.evaluate(self.eval_set, protocol.eval_ground_truth,
                                                           protocol.eval_durations)
                 log.info("untrained model: eval mAP %.2f", 100 * self.doc["untrained"]["mAP"])
             for epoch in tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs,
-                              disable=not (self.dist.is_main and bool(self.t.progress))):
+                              disable=not (self.dist.is_main and bool(self.trainer_cfg.progress))):
                 epoch_started = time.perf_counter()
                 lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
                 train_means, interrupted = self._train_epoch(epoch, skip_steps, self._partial)

@@ -1,16 +1,19 @@
 """Evaluation of temporal action proposals (plain numpy, no torch).
 
+* :mod:`~tp2detr.evaluation.tiou` — segment arrays and the pairwise tIoU matrix.
 * :mod:`~tp2detr.evaluation.detection` — class-agnostic AP per tIoU, official ActivityNet semantics.
-* :mod:`~tp2detr.evaluation.proposals` — AR@AN curve, AR@k and AUC.
-* :mod:`~tp2detr.evaluation.breakdown` — mAP per action-length bin (absolute or relative).
+* :mod:`~tp2detr.evaluation.greedy_matching` — the score-ordered matching of one video.
+* :mod:`~tp2detr.evaluation.average_recall` — AR@AN curve, AR@k and AUC.
+* :mod:`~tp2detr.evaluation.map_by_length` — mAP per action-length bin (absolute or relative).
 * :mod:`~tp2detr.evaluation.stitching` — THUMOS cross-window fusion (temporal NMS in overlaps).
 * :mod:`~tp2detr.evaluation.results_io` — GT / results JSON reading, validation and writing.
-* :mod:`~tp2detr.evaluation.evaluate` — one JSON-ready report; ``python -m tp2detr.evaluation``.
+* :mod:`~tp2detr.evaluation.evaluate` — the one evaluation → ``METRICS``; ``python -m tp2detr.evaluation``.
+* :mod:`~tp2detr.evaluation.tables` — ``METRICS`` as markdown.
 
 See docs/evaluation.md for the semantics and where they differ from other toolkits.
 """
 
-from tp2detr.evaluation.breakdown import (
+from tp2detr.evaluation.map_by_length import (
     DEFAULT_ABSOLUTE_BINS_S,
     DEFAULT_RELATIVE_BINS,
     BinResult,
@@ -26,8 +29,8 @@ from tp2detr.evaluation.detection import (
     average_precision_detection,
     interpolated_average_precision,
 )
-from tp2detr.evaluation.evaluate import evaluate_predictions
-from tp2detr.evaluation.proposals import (
+from tp2detr.evaluation.evaluate import Metrics, evaluate_on_protocol, evaluate_proposals
+from tp2detr.evaluation.average_recall import (
     ANET_AR_TIOU,
     AR_AT_K,
     THUMOS_AR_TIOU,
@@ -41,7 +44,7 @@ from tp2detr.evaluation.results_io import (
     restrict_to_ground_truth,
     write_predictions,
 )
-from tp2detr.evaluation.segments import segment_iou_matrix
+from tp2detr.evaluation.tiou import segment_iou_matrix
 from tp2detr.evaluation.stitching import (
     CROSS_WINDOW_NMS_IOU,
     VideoProposals,
@@ -69,7 +72,9 @@ __all__ = [
     "WindowProposals",
     "average_precision_detection",
     "average_recall_vs_proposals",
-    "evaluate_predictions",
+    "Metrics",
+    "evaluate_on_protocol",
+    "evaluate_proposals",
     "interpolated_average_precision",
     "load_ground_truth",
     "load_predictions",

@@ -1,9 +1,11 @@
 """Command line: ``python -m tp2detr.evaluation --gt GT.json --pred PRED.json [options]``.
 
-Prints one JSON object on stdout: ``ap`` ({"0.3": value, ...}, fractions), ``mAP``, ``n_gt``,
-``n_pred``, ``n_videos``; with ``--ar`` an ``ar`` object (AR@1..AR@100 and AUC); with
-``--breakdown`` a ``breakdown`` object (per-length bins). Warnings go to stderr. Bad input: one
-line ``error: ...`` on stderr and exit code 2.
+Prints the evaluation's ``METRICS`` (:mod:`tp2detr.evaluation.evaluate`, the same dict the
+trainer and ``eval.py`` write) as one JSON object on stdout: ``tiou``, ``ap`` ({"0.3": value, ...},
+fractions), ``mAP``, ``num_gt``, ``num_predictions``, ``num_videos``; ``ar`` (AR@1..AR@100 and
+AUC) with ``--ar``, else null; ``breakdown`` (per-length bins, the preset's dataset's bins) with
+``--breakdown``, else null. Warnings go to stderr. Bad input: one line ``error: ...`` on stderr
+and exit code 2.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from typing import Sequence
 
 from tp2detr.errors import TP2DETRError
 from tp2detr.evaluation.detection import ANET_MAP_TIOU, THUMOS_MAP_TIOU
-from tp2detr.evaluation.evaluate import evaluate_predictions
-from tp2detr.evaluation.proposals import ANET_AR_TIOU, THUMOS_AR_TIOU
+from tp2detr.evaluation.average_recall import ANET_AR_TIOU, THUMOS_AR_TIOU
+from tp2detr.evaluation.evaluate import evaluate_proposals
+from tp2detr.evaluation.map_by_length import length_bins_for
 from tp2detr.evaluation.results_io import load_ground_truth, load_predictions
 
+#: ``--preset`` → (mAP thresholds, AR thresholds, dataset name for the length bins).
 PRESETS = {
-    "thumos14": (THUMOS_MAP_TIOU, THUMOS_AR_TIOU),
-    "activitynet": (ANET_MAP_TIOU, ANET_AR_TIOU),
+    "thumos14": (THUMOS_MAP_TIOU, THUMOS_AR_TIOU, "thumos14"),
+    "activitynet": (ANET_MAP_TIOU, ANET_AR_TIOU, "anet13"),
 }
 
 
@@ -48,19 +52,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    map_tiou, ar_tiou = PRESETS[args.preset]
+    map_tiou, ar_tiou, dataset_name = PRESETS[args.preset]
+    absolute_bins, relative_bins = length_bins_for(dataset_name)
     try:
         ground_truth = load_ground_truth(args.gt, subset=args.subset)
         predictions = load_predictions(args.pred)
-        report = evaluate_predictions(
-            ground_truth,
+        report = evaluate_proposals(
             predictions,
+            ground_truth.segments,
+            ground_truth.durations,
             tiou_thresholds=args.tiou or map_tiou,
-            with_ar=args.ar,
-            ar_tiou_thresholds=args.ar_tiou or ar_tiou,
-            with_breakdown=args.breakdown,
+            ar_tiou_thresholds=(args.ar_tiou or ar_tiou) if args.ar else None,
+            breakdown=args.breakdown,
+            absolute_bins=absolute_bins,
+            relative_bins=relative_bins,
             strict=args.strict,
             source=str(args.pred),
+            ground_truth_source=str(args.gt),
         )
     except (TP2DETRError, ValueError, OSError) as err:
         message = " ".join(str(err).split())

@@ -7,7 +7,7 @@ order as the official code's data frame rows:
 1. all predictions are concatenated video by video (the mapping's order), within a video in list
    order, and ranked by ``scores.argsort()[::-1]`` (numpy's default sort; ties follow it);
 2. a prediction on a video without ground truth (GT) is a false positive (FP) at every threshold;
-   otherwise it is matched with :func:`tp2detr.evaluation.matching.match_video` (greedy, each GT
+   otherwise it is matched with :func:`tp2detr.evaluation.greedy_matching.match_video` (greedy, each GT
    matched at most once per threshold, ``tIoU >= thr``);
 3. ``npos`` = number of GT of all videos; cumulative TP/FP give recall and precision;
 4. AP = all-point interpolated precision (VOC 2011), :func:`interpolated_average_precision`.
@@ -23,8 +23,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from tp2detr.evaluation.matching import match_video
-from tp2detr.evaluation.segments import as_score_array, as_segment_array, segment_iou_matrix
+from tp2detr.evaluation.greedy_matching import match_video
+from tp2detr.evaluation.tiou import as_score_array, as_segment_array, segment_iou_matrix
 
 #: THUMOS14 mAP thresholds (paper Table 1; the released code's literal list).
 THUMOS_MAP_TIOU: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -57,12 +57,12 @@ class DetectionResult:
         return float(self.ap.mean())
 
     def to_dict(self) -> dict:
-        """JSON-ready ``{"ap": {"0.3": ...}, "mAP": ..., "n_gt": ..., "n_pred": ...}``."""
+        """JSON-ready ``{"ap": {"0.3": ...}, "mAP": ..., "num_gt": ..., "num_predictions": ...}``."""
         return {
             "ap": {threshold_key(t): float(a) for t, a in zip(self.tiou_thresholds, self.ap)},
             "mAP": self.mean_ap,
-            "n_gt": self.num_ground_truth,
-            "n_pred": self.num_predictions,
+            "num_gt": self.num_ground_truth,
+            "num_predictions": self.num_predictions,
         }
 
 

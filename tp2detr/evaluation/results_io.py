@@ -136,6 +136,7 @@ def restrict_to_ground_truth(
     ground_truth: GroundTruthSet,
     strict: bool = False,
     source: str = "predictions",
+    log_level: int = logging.WARNING,
 ) -> PredictionArrays:
     """Drop the predictions of videos without GT instances, as the released code does
     (docs/fidelity.md §5.4).
@@ -145,9 +146,10 @@ def restrict_to_ground_truth(
         ground_truth: the evaluation's GT; videos listed with no instance count as absent.
         strict: raise instead of dropping.
         source: the predictions' file or name, for messages.
+        log_level: the level of the one message logged when some are dropped.
 
     Returns:
-        The kept predictions, order unchanged. One warning is logged when some are dropped.
+        The kept predictions, order unchanged.
 
     Raises:
         DataFormatError: ``strict`` and some predictions belong to videos without GT.
@@ -160,7 +162,7 @@ def restrict_to_ground_truth(
         message = f"{source}: {count} predictions of {len(dropped)} videos without ground truth ({shown})"
         if strict:
             raise DataFormatError(f"{message}, expected only videos of the ground truth (strict mode)")
-        logger.warning("%s were dropped, as the evaluation protocol does", message)
+        logger.log(log_level, "%s were dropped, as the evaluation protocol does", message)
     return {video: entry for video, entry in predictions.items() if video in evaluated}
 
 

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tp2detr.evaluation.segments import as_score_array, as_segment_array
+from tp2detr.evaluation.tiou import as_score_array, as_segment_array
 
 #: IoU above which the released code suppresses a detection inside an overlap span.
 CROSS_WINDOW_NMS_IOU = 0.4

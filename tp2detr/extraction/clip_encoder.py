@@ -99,7 +99,7 @@ class ClipFrameEncoder:
                 nor in the cache (the message says how to get it).
             ImportError: transformers is not installed.
         """
-        from tp2detr.engine.inference import select_device
+        from tp2detr.engine.device import select_device
 
         transformers = require("transformers", "loading a CLIP model")
         source = resolve_model_source(name_or_path)

@@ -10,8 +10,8 @@ from tp2detr.losses.criterion import (
     weighted_total,
 )
 from tp2detr.losses.focal import focal_match_cost, sigmoid_focal_loss
-from tp2detr.losses.matcher import HungarianMatcher, MatchIndices
-from tp2detr.losses.segments import (
+from tp2detr.losses.hungarian_matcher import HungarianMatcher, MatchIndices
+from tp2detr.losses.segment_geometry import (
     clamp_unit,
     cw_to_se,
     pairwise_segment_iou,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from tp2detr.losses.criterion import SetCriterion
-from tp2detr.losses.matcher import HungarianMatcher
+from tp2detr.losses.hungarian_matcher import HungarianMatcher
 
 
 def build_criterion(loss: DictConfig) -> SetCriterion:

@@ -49,8 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tp2detr.losses.focal import sigmoid_focal_loss
-from tp2detr.losses.matcher import HungarianMatcher, MatchIndices
-from tp2detr.losses.segments import clamp_unit, cw_to_se, segment_iou
+from tp2detr.losses.hungarian_matcher import HungarianMatcher, MatchIndices
+from tp2detr.losses.segment_geometry import clamp_unit, cw_to_se, segment_iou
 
 SALIENT_LOSS_FORMS = ("focal_bce", "bce")
 SALIENT_HEADS = ("fpn", "enc")

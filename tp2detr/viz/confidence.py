@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from tp2detr.evaluation.segments import segment_iou_matrix
+from tp2detr.evaluation.tiou import segment_iou_matrix
 from tp2detr.viz.canvas import new_figure
 
 #: Points drawn at most (a fixed random subset beyond); correlations always use all points.

@@ -32,7 +32,7 @@ from scipy.special import expit
 from torch import nn
 
 from tp2detr.data.protocol import ZeroShotProtocol
-from tp2detr.viz.breakdown import breakdown_figure
+from tp2detr.viz.map_by_length_figure import breakdown_figure
 from tp2detr.viz.canvas import file_stem, save_png
 from tp2detr.viz.confidence import confidence_figure, confidence_points
 from tp2detr.viz.durations import action_durations, duration_histogram_figure
@@ -40,7 +40,7 @@ from tp2detr.viz.precision_recall import (
     precision_recall_curves,
     precision_recall_figure,
 )
-from tp2detr.viz.proposals import (
+from tp2detr.viz.proposal_timelines import (
     matcher_from_config,
     proposals_vs_ground_truth_figure,
     top_k_by_matching_cost,
@@ -134,7 +134,7 @@ def write_eval_figures(
         protocol: the evaluated protocol (GT, durations, training instances).
         cfg: the evaluated config: ``dataset`` (``name``, ``evaluation.tiou_thresholds``) and
             ``loss.matcher`` (the matching cost of the proposal figures), ``split``.
-        metrics: the evaluation's ``METRICS`` (:mod:`tp2detr.engine.evaluation`).
+        metrics: the evaluation's ``METRICS`` (:mod:`tp2detr.evaluation.evaluate`).
         num_videos: how many example videos get per-video figures.
         model: the evaluated model (on ``device``), or None (no saliency figures: predictions
             mode).

@@ -31,7 +31,7 @@ from tp2detr.viz.canvas import (
     TFPN_COLOUR,
     new_figure,
 )
-from tp2detr.viz.proposals import draw_segment_lanes
+from tp2detr.viz.proposal_timelines import draw_segment_lanes
 
 #: ``scale`` values of :func:`saliency_figure`.
 SCALES = ("probability", "logit")

@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from tp2detr.evaluation.detection import as_thresholds, validate_ground_truth
-from tp2detr.evaluation.segments import as_score_array, as_segment_array, segment_iou_matrix
+from tp2detr.evaluation.tiou import as_score_array, as_segment_array, segment_iou_matrix
 
 #: THUMOS14 AR thresholds of the released code (BSN convention 0.5:0.05:1.0, 11 values).
 THUMOS_AR_TIOU: tuple[float, ...] = tuple(np.linspace(0.5, 1.0, 11).tolist())

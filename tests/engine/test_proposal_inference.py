@@ -12,20 +12,14 @@ from torch import nn
 
 from tp2detr.config import compose
 from tp2detr.data.samples import Sample
-from tp2detr.engine.evaluation import (
-    ANET_ABSOLUTE_BINS_S,
-    evaluate_on_protocol,
-    evaluate_proposals,
-    format_recall,
-    format_table,
-    length_bins_for,
-)
-from tp2detr.engine.inference import (
+from tp2detr.evaluation.evaluate import evaluate_on_protocol, evaluate_proposals
+from tp2detr.evaluation.map_by_length import ANET_ABSOLUTE_BINS_S, length_bins_for
+from tp2detr.evaluation.tables import format_recall, format_table
+from tp2detr.engine.device import autocast_dtype, select_device
+from tp2detr.engine.proposal_inference import (
     WindowPrediction,
-    autocast_dtype,
     boxes_to_segments,
     predict_batches,
-    select_device,
     video_proposals,
     window_predictions_from_outputs,
 )
@@ -231,7 +225,7 @@ def test_input_order_and_repeated_windows_do_not_change_the_result() -> None:
 def test_zero_length_proposals_are_dropped_and_counted(caplog: pytest.LogCaptureFixture) -> None:
     sample = window_sample("v", 0, 127)
     windows = [prediction(sample, [[0.2, 0.5], [1.0, 1.0], [0.0, 0.0]], [0.9, 0.8, 0.7])]
-    with caplog.at_level(logging.DEBUG, logger="tp2detr.engine.inference"):
+    with caplog.at_level(logging.DEBUG, logger="tp2detr.engine.proposal_inference"):
         for threshold in (0.4, None):
             merged = video_proposals(windows, threshold)
             assert merged["v"][1].tolist() == [0.9]
@@ -309,7 +303,7 @@ def test_predictions_on_videos_without_ground_truth_are_dropped() -> None:
 
 
 def test_no_ground_truth_is_an_error() -> None:
-    with pytest.raises(ValueError, match="no video has an instance"):
+    with pytest.raises(ValueError, match="ground_truth: found 0 instances in 1 videos"):
         evaluate_proposals({}, {"v": np.zeros((0, 2))}, {}, (0.5,), None, breakdown=False)
 
 

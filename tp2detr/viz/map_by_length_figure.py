@@ -1,11 +1,11 @@
 """mAP by action-length bin for one or several runs side by side (grouped bars).
 
-Reads the ``breakdown`` entry of the evaluation ``METRICS`` (:mod:`tp2detr.engine.evaluation`)::
+Reads the ``breakdown`` entry of the evaluation ``METRICS`` (:mod:`tp2detr.evaluation.evaluate`)::
 
     {"absolute_s": [BIN, ...], "relative": [BIN, ...] | None}
-    BIN = {"bin": "[2, 4)", "low", "high", "n_gt", "ap": {"0.5": f, ...} | None, "mAP": f | None}
+    BIN = {"bin": "[2, 4)", "low", "high", "num_gt", "ap": {"0.5": f, ...} | None, "mAP": f | None}
 
-(:meth:`tp2detr.evaluation.breakdown.BinResult.to_dict`), from ``eval_metrics.json`` (``eval.py``:
+(:meth:`tp2detr.evaluation.map_by_length.BinResult.to_dict`), from ``eval_metrics.json`` (``eval.py``:
 ``{"eval": METRICS}``) or a training run's ``metrics.json`` (``{"selected": {"eval": METRICS}}``).
 """
 
@@ -93,7 +93,7 @@ def _ordered_bins(runs: Mapping[str, Breakdown], family: str) -> list[str]:
 
 
 def _bin_caption(label: str, runs: Mapping[str, Breakdown], family: str) -> str:
-    counts = {entry["n_gt"] for b in runs.values() for entry in (b.get(family) or []) if entry["bin"] == label}
+    counts = {entry["num_gt"] for b in runs.values() for entry in (b.get(family) or []) if entry["bin"] == label}
     return f"{label}\nn={counts.pop()}" if len(counts) == 1 else label
 
 

@@ -20,7 +20,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from tp2detr.losses.focal import focal_match_cost
-from tp2detr.losses.segments import clamp_unit, cw_to_se, pairwise_segment_iou
+from tp2detr.losses.segment_geometry import clamp_unit, cw_to_se, pairwise_segment_iou
 
 #: One item's assignment: (query indices [K], ground-truth indices [K]), int64, K = min(Q, G).
 MatchIndices = tuple[Tensor, Tensor]

@@ -6,8 +6,8 @@ evaluation samples with the dataset config's windowing (:func:`tp2detr.data.samp
 ``training=False``: THUMOS-style sliding windows at the eval stride, or ActivityNet-style
 resizing), reads them through :class:`~tp2detr.data.dataset.ProposalDataset` over an
 :class:`~tp2detr.data.memory.InMemoryFeatureStore`, runs
-:func:`~tp2detr.engine.inference.predict_batches` and stitches the windows with
-:func:`~tp2detr.engine.inference.video_proposals`. The same features as a store on disk give the
+:func:`~tp2detr.engine.proposal_inference.predict_batches` and stitches the windows with
+:func:`~tp2detr.engine.proposal_inference.video_proposals`. The same features as a store on disk give the
 same proposals through ``eval.py``.
 """
 
@@ -28,7 +28,7 @@ from tp2detr.data.dataset import ProposalDataset, collate_samples
 from tp2detr.data.memory import InMemoryFeatureStore
 from tp2detr.data.protocol import ProtocolVideo
 from tp2detr.data.samples import build_samples
-from tp2detr.engine.inference import VideoPredictions, predict_batches, video_proposals
+from tp2detr.engine.proposal_inference import VideoPredictions, predict_batches, video_proposals
 from tp2detr.errors import ConfigError
 
 
@@ -96,7 +96,7 @@ def predict_video_proposals(
         device: where the model runs.
         amp_dtype: autocast dtype, or None for fp32.
         batch_size: model inputs (windows) per forward pass.
-        stitch_deduplicate: see :func:`~tp2detr.engine.inference.video_proposals`.
+        stitch_deduplicate: see :func:`~tp2detr.engine.proposal_inference.video_proposals`.
         sources: ``{video_id: file}`` for messages.
 
     Returns:

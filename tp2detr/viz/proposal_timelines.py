@@ -27,8 +27,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from scipy.optimize import linear_sum_assignment
 
-from tp2detr.evaluation.segments import segment_iou_matrix
-from tp2detr.losses.matcher import HungarianMatcher
+from tp2detr.evaluation.tiou import segment_iou_matrix
+from tp2detr.losses.hungarian_matcher import HungarianMatcher
 from tp2detr.viz.canvas import GROUND_TRUTH_COLOUR, new_figure
 
 #: Scores are clipped to ``[SCORE_EPS, 1 − SCORE_EPS]`` before ``logit`` (a score of 0 or 1 has none).

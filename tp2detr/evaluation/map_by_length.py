@@ -14,7 +14,7 @@ For each length bin b (lengths in seconds, or as a fraction of the video's durat
 
 So a prediction that only hits an out-of-bin GT does not hurt the bin, and with all GT and all
 predictions inside one bin its numbers equal the plain evaluation's. A bin without GT reports
-``n_gt = 0`` and ``ap = mean_ap = None`` (not 0).
+``num_gt = 0`` and ``ap = mean_ap = None`` (not 0).
 
 Bins are ``[low, high)``; the last bin of a family is closed, ``[low, high]``.
 """
@@ -88,14 +88,14 @@ class BinResult:
     mean_ap: float | None
 
     def to_dict(self, tiou_thresholds: np.ndarray) -> dict:
-        """JSON-ready ``{"bin", "low", "high", "n_gt", "ap": {"0.5": ...} | None, "mAP"}``."""
+        """JSON-ready ``{"bin", "low", "high", "num_gt", "ap": {"0.5": ...} | None, "mAP"}``."""
         ap = None if self.ap is None else {threshold_key(t): float(a) for t, a in zip(tiou_thresholds, self.ap)}
         high = None if math.isinf(self.bin.high) else self.bin.high
         return {
             "bin": self.bin.label,
             "low": self.bin.low,
             "high": high,
-            "n_gt": self.num_ground_truth,
+            "num_gt": self.num_ground_truth,
             "ap": ap,
             "mAP": self.mean_ap,
         }
@@ -226,3 +226,22 @@ def map_by_relative_length(
 ) -> list[BinResult]:
     """mAP per bin of action length / video duration (default bins :data:`DEFAULT_RELATIVE_BINS`)."""
     return map_by_length(ground_truth, predictions, tiou_thresholds, bins, durations)
+
+
+#: Absolute length bins (seconds) for ActivityNet, whose actions last from 1 s to minutes.
+ANET_ABSOLUTE_BINS_S: tuple[tuple[float, float], ...] = (
+    (0.0, 10.0),
+    (10.0, 30.0),
+    (30.0, 60.0),
+    (60.0, 120.0),
+    (120.0, math.inf),
+)
+
+
+def length_bins_for(dataset_name: str) -> tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]]:
+    """``(absolute_bins_s, relative_bins)`` for a dataset: ActivityNet names (``anet*``) get
+    :data:`ANET_ABSOLUTE_BINS_S`, every other dataset THUMOS's
+    :data:`DEFAULT_ABSOLUTE_BINS_S`; both get
+    :data:`DEFAULT_RELATIVE_BINS`."""
+    absolute = ANET_ABSOLUTE_BINS_S if str(dataset_name).lower().startswith("anet") else DEFAULT_ABSOLUTE_BINS_S
+    return absolute, DEFAULT_RELATIVE_BINS
