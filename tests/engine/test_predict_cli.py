@@ -60,7 +60,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A tiny CLIP whose 32-d embeddings fit the toy checkpoint, a 512-d one that does not, a video."""
     pytest.importorskip("av")
     pytest.importorskip("transformers")
-    from tp2detr.extraction.testing import make_tiny_clip, write_test_video
+    from video_test_fixtures import make_tiny_clip, write_test_video
 
     root = tmp_path_factory.mktemp("predict_media")
     return {

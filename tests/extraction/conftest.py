@@ -1,5 +1,5 @@
 """Shared fixtures for the extraction tests: a tiny random CLIP image model saved to disk, its
-encoder, and short synthetic videos (built by :mod:`tp2detr.extraction.testing`).
+encoder, and short synthetic videos (built by tests/helpers/video_test_fixtures.py).
 
 The fixtures import PyAV / transformers only when used; test modules that need them skip
 themselves with ``pytest.importorskip`` when they are not installed.
@@ -21,7 +21,7 @@ def _tiny_models_on_one_thread(one_thread):
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> Path:
     """A folder holding a tiny random CLIPVisionModelWithProjection (projection 512) + processor."""
-    from tp2detr.extraction.testing import make_tiny_clip
+    from video_test_fixtures import make_tiny_clip
 
     return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
@@ -37,7 +37,7 @@ def encoder(tiny_clip):
 @pytest.fixture(scope="session")
 def video_50(tmp_path_factory) -> Path:
     """A 50-frame 64×48 video at 25 fps (written once; copy it, do not modify it)."""
-    from tp2detr.extraction.testing import write_test_video
+    from video_test_fixtures import write_test_video
 
     return write_test_video(tmp_path_factory.mktemp("videos") / "clip50.mp4", frames=50, fps=25, size=(64, 48))
 

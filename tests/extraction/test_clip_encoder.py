@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 from tp2detr.errors import ExtractionError
 from tp2detr.extraction.clip_encoder import ClipFrameEncoder
-from tp2detr.extraction.testing import synthetic_frame
+from video_test_fixtures import synthetic_frame
 
 FRAMES = [synthetic_frame(k) for k in range(5)]
 

@@ -18,7 +18,7 @@ from tp2detr.data.annotations import load_feature_info
 from tp2detr.data.features import open_feature_store
 from tp2detr.errors import ExtractionError
 from tp2detr.extraction import ClipFrameEncoder, extract_video, extract_videos
-from tp2detr.extraction.testing import write_test_video
+from video_test_fixtures import write_test_video
 
 INFO_50 = {"frame_length": 50, "frame_duration": 49 / 25, "video_fps": 25.0, "snippet_length": 6, "snippet_duration": 48 / 25}
 

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("av")
 
 from tp2detr.errors import ExtractionError
-from tp2detr.extraction.testing import synthetic_frame, write_test_video
+from video_test_fixtures import synthetic_frame, write_test_video
 from tp2detr.extraction.video import (
     find_videos,
     iter_frame_chunks,

@@ -19,7 +19,6 @@ from tp2detr.models.tfpn import (
     TFPN_NAMES,
     ConvPyramid,
     build_tfpn,
-    tfpn_length_multiple,
 )
 from tp2detr.models.tfpn_blocks import ChannelLayerNorm, keep_even
 
@@ -133,14 +132,13 @@ def test_required_length_multiple(name):
     model = small_tfpn(name)
     expected = 1 if name == "none" else 8
     assert model.required_length_multiple() == expected
-    levels = model.num_levels
-    assert tfpn_length_multiple(name, num_levels=levels) == expected
 
 
 def test_length_multiple_follows_levels():
     model = build_tfpn("transformer", d_model=SMALL_C, num_levels=5, num_heads=4)
-    assert model.required_length_multiple() == 16 == tfpn_length_multiple("transformer", 5)
-    assert tfpn_length_multiple("direct", num_levels=4, stem_layers=2) == 4
+    assert model.required_length_multiple() == 16
+    model = build_tfpn("direct", d_model=SMALL_C, num_levels=4, stem_layers=2)
+    assert model.required_length_multiple() == 4
 
 
 def test_none_is_raw_features_and_direct_keeps_even_indices():

@@ -27,7 +27,7 @@ from tp2detr.ops import (
     register_compiled_backends,
 )
 from tp2detr.ops import build as ops_build
-from tp2detr.ops.testing import random_op_inputs
+from op_test_inputs import random_op_inputs
 
 HEAD_DIMS = (30, 32, 64, 71, 128)
 

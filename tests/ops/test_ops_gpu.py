@@ -11,7 +11,7 @@ import torch
 from tp2detr.models import deform_attn
 from tp2detr.models.deform_attn import ms_deform_attn_1d, ms_deform_attn_1d_pytorch
 from tp2detr.ops import register_compiled_backends
-from tp2detr.ops.testing import random_op_inputs
+from op_test_inputs import random_op_inputs
 
 pytestmark = pytest.mark.gpu
 
@@ -28,7 +28,7 @@ def cuda_backend():
 
 
 def make_inputs(**kwargs):
-    """:func:`tp2detr.ops.testing.random_op_inputs` on the GPU."""
+    """:func:`op_test_inputs.random_op_inputs` (tests/helpers) on the GPU."""
     return [t.cuda() for t in random_op_inputs(**kwargs)]
 
 

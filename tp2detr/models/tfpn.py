@@ -378,20 +378,3 @@ def build_tfpn(
         sum(p.numel() for p in model.parameters()),
     )
     return model
-
-
-def tfpn_length_multiple(name: str, num_levels: int = 4, stem_layers: int = 1) -> int:
-    """Length multiple a collate should pad to for TFPN ``name`` (no model needed).
-
-    1 for ``none``; ``2^(num_levels − stem_layers)`` otherwise (8 for 4 levels).
-    """
-    if name not in TFPN_NAMES:
-        raise ValueError(f"tfpn name: expected one of {TFPN_NAMES}, found {name!r}")
-    if name == "none":
-        return 1
-    if num_levels < stem_layers or stem_layers < 1:
-        raise ValueError(
-            f"tfpn levels: expected 1 <= stem_layers <= num_levels, found stem_layers "
-            f"{stem_layers}, num_levels {num_levels}"
-        )
-    return 2 ** (num_levels - stem_layers)
