@@ -2,14 +2,18 @@
 
     python scripts/study_tables.py docs/results/table1_thumos14_50_50/summary.json --split 50_50 \
         --rows table4_baseline table1_thumos14_direct table1_thumos14_cnn table1_thumos14_sgp table1_thumos14_transformer \
-        --reference table4_baseline --paper docs/results/paper_numbers.json \
-        --by-length table4_baseline table1_thumos14_transformer --figure docs/figures/study_by_length.png
+        --reference table4_baseline table1_thumos14_transformer --paper docs/results/paper_numbers.json \
+        --by-length table4_baseline table1_thumos14_transformer --figure docs/figures/study_by_length_50_50.png
 
-Prints markdown: one row per variant (mean ± std over its finished splits of mAP at each tIoU and
-AVG, the number of splits, the paper's AVG for reference, the test-set-selected AVG as a labelled
-oracle column, the mean wall time of a run); the paired differences of AVG against ``--reference``
-over the splits both finished (mean ± std, and how many splits agree in sign); with
-``--by-length``, mAP by action length averaged over splits, and with ``--figure`` the same as a PNG.
+Prints markdown: one row per variant (mean ± std over its finished splits of mAP at each headline
+tIoU and AVG, the number of splits, the paper's AVG for reference, the test-set-selected AVG as a
+labelled oracle column, the mean wall time of a run); for each ``--reference``, the paired
+differences of AVG against it over the splits both finished (mean ± std, and how many splits agree
+in sign); with ``--by-length REFERENCE VARIANT``, mAP by action length averaged over splits and the
+per-bin paired difference, and with ``--figure`` the same as a PNG. ``--splits`` restricts every
+row to the named split ids (e.g. a row taken from a ten-split sweep compared over five).
+``--dataset anet13`` switches the headline thresholds to ActivityNet's 0.5 / 0.75 / 0.95 (AVG is
+always the summary's mAP over the dataset's thresholds).
 """
 
 from __future__ import annotations
@@ -20,7 +24,18 @@ import statistics
 import sys
 from pathlib import Path
 
-from tp2detr.engine.comparison import find_group, load_groups, mean_by_length, mean_std, paired_difference, per_split
+from tp2detr.engine.comparison import (
+    find_group,
+    load_groups,
+    mean_by_length,
+    mean_std,
+    paired_difference,
+    paired_difference_by_length,
+    per_split,
+    restrict_to_splits,
+)
+
+HEADLINE_TIOU = {"thumos14": ["0.3", "0.4", "0.5", "0.6", "0.7"], "anet13": ["0.5", "0.75", "0.95"]}
 
 
 def _pm(values: list[float]) -> str:
@@ -30,11 +45,17 @@ def _pm(values: list[float]) -> str:
     return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
 
 
+def _signed(diff: dict) -> str:
+    if diff["mean"] is None:
+        return "–"
+    return f"{diff['mean']:+.2f}" + (f" ± {diff['std']:.2f}" if diff["std"] is not None else "")
+
+
 def main_table(groups, rows, split, tiou, paper) -> str:
     head = ["variant", "splits", *(f"mAP@{t}" for t in tiou), "AVG", "paper AVG", "AVG, test-selected epoch (oracle)", "s / run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant in rows:
-        group = find_group(groups, variant, split)
+        group = groups[variant]
         avg = per_split(group)
         cells = [variant, str(len(avg))]
         cells += [_pm(list(per_split(group, t).values())) for t in tiou]
@@ -48,40 +69,40 @@ def main_table(groups, rows, split, tiou, paper) -> str:
     return "\n".join(lines)
 
 
-def paired_table(groups, rows, split, reference) -> str:
-    base = find_group(groups, reference, split)
+def paired_table(groups, rows, reference) -> str:
+    base = groups[reference]
     lines = [f"| variant − {reference} | splits | mean ± std of the per-split AVG difference | splits better / worse |",
              "|---|---:|---:|---:|"]
     for variant in rows:
         if variant == reference:
             continue
-        diff = paired_difference(find_group(groups, variant, split), base)
-        mean = "–" if diff["mean"] is None else f"{diff['mean']:+.2f}" + (f" ± {diff['std']:.2f}" if diff["std"] is not None else "")
-        lines.append(f"| {variant} | {diff['n']} | {mean} | {diff['better']} / {diff['worse']} |")
+        diff = paired_difference(groups[variant], base)
+        lines.append(f"| {variant} | {diff['n']} | {_signed(diff)} | {diff['better']} / {diff['worse']} |")
     return "\n".join(lines)
 
 
-def length_table(groups, rows, split) -> str:
-    tables = {v: {r["bin"]: r for r in mean_by_length(find_group(groups, v, split))} for v in rows}
-    bins = list(next(iter(tables.values())).keys())
-    head = ["action length (s)", "instances (all splits)", *rows]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in bins:
-        first = tables[rows[0]][name]
+def length_table(groups, reference, variant) -> str:
+    means = {v: {r["bin"]: r for r in mean_by_length(groups[v])} for v in (reference, variant)}
+    paired = {d["bin"]: d for d in paired_difference_by_length(groups[variant], groups[reference])}
+    head = ["action length (s)", "instances (all splits)", reference, variant, f"paired difference", "splits better / worse"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|---:|---:|"]
+    for name, first in means[reference].items():
         cells = [name, str(first["num_gt"])]
-        for v in rows:
-            r = tables[v].get(name)
+        for v in (reference, variant):
+            r = means[v].get(name)
             cells.append("–" if not r or r["mean"] is None else f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else ""))
+        diff = paired[name]
+        cells += [_signed(diff), f"{diff['better']} / {diff['worse']}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def length_figure(groups, rows, split, path: Path) -> Path:
+def length_figure(groups, rows, title: str, path: Path) -> Path:
     import numpy as np
 
     from tp2detr.viz.canvas import new_figure, save_png
 
-    tables = {v: mean_by_length(find_group(groups, v, split)) for v in rows}
+    tables = {v: mean_by_length(groups[v]) for v in rows}
     bins = [r["bin"] for r in tables[rows[0]]]
     figure = new_figure(7.0, 3.6)
     axes = figure.add_subplot(1, 1, 1)
@@ -96,7 +117,7 @@ def length_figure(groups, rows, split, path: Path) -> Path:
     axes.set_xlabel("action length (s)")
     axes.set_ylabel("mAP (%), mean ± std over splits")
     axes.legend(fontsize=8)
-    axes.set_title(f"mAP by action length, thumos14_synth {split} (study scale)", fontsize=9)
+    axes.set_title(title, fontsize=9)
     return save_png(figure, path)
 
 
@@ -105,23 +126,27 @@ def main(argv: list[str]) -> int:
     parser.add_argument("summaries", nargs="+", help="sweep summary.json files")
     parser.add_argument("--split", required=True, help="split setting: 50_50 or 75_25")
     parser.add_argument("--rows", nargs="+", required=True, help="variants (preset names), in table order")
-    parser.add_argument("--reference", help="the variant the others are paired against")
+    parser.add_argument("--dataset", choices=sorted(HEADLINE_TIOU), default="thumos14", help="headline thresholds")
+    parser.add_argument("--splits", nargs="+", type=int, help="only these split ids (default: every finished one)")
+    parser.add_argument("--reference", nargs="+", default=[], help="variants the others are paired against")
     parser.add_argument("--paper", help="docs/results/paper_numbers.json")
-    parser.add_argument("--by-length", nargs="+", default=[], help="variants for the by-length table")
-    parser.add_argument("--figure", help="PNG of the by-length table")
+    parser.add_argument("--by-length", nargs=2, metavar=("REFERENCE", "VARIANT"), help="the by-length comparison")
+    parser.add_argument("--figure", help="PNG of the by-length comparison")
     args = parser.parse_args(argv)
-    groups = load_groups(args.summaries)
-    paper = json.loads(Path(args.paper).read_text())["rows"] if args.paper else {}
-    tiou = ["0.3", "0.4", "0.5", "0.6", "0.7"]
-    print(main_table(groups, args.rows, args.split, tiou, paper))
-    if args.reference:
+    found = load_groups(args.summaries)
+    names = list(dict.fromkeys([*args.rows, *args.reference, *(args.by_length or [])]))
+    groups = {name: restrict_to_splits(find_group(found, name, args.split), args.splits) for name in names}
+    paper = json.loads(Path(args.paper).read_text())[args.dataset]["rows"] if args.paper else {}
+    print(main_table(groups, args.rows, args.split, HEADLINE_TIOU[args.dataset], paper))
+    for reference in args.reference:
         print()
-        print(paired_table(groups, args.rows, args.split, args.reference))
+        print(paired_table(groups, args.rows, reference))
     if args.by_length:
         print()
-        print(length_table(groups, args.by_length, args.split))
+        print(length_table(groups, *args.by_length))
         if args.figure:
-            print(f"\n(figure: {length_figure(groups, args.by_length, args.split, Path(args.figure))})")
+            title = f"mAP by action length, {args.dataset} {args.split} (study scale)"
+            print(f"\n(figure: {length_figure(groups, list(args.by_length), title, Path(args.figure))})")
     return 0
 
 

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from tp2detr.engine.comparison import find_group, load_groups, mean_by_length, paired_difference, per_split
+from tp2detr.engine.comparison import (
+    find_group,
+    load_groups,
+    mean_by_length,
+    paired_difference,
+    paired_difference_by_length,
+    per_split,
+    restrict_to_splits,
+)
 from tp2detr.errors import DataFormatError, MissingDataError
 
 
@@ -52,3 +60,18 @@ def test_loading_and_finding_name_the_problem(tmp_path):
     path.write_text("[]")
     with pytest.raises(DataFormatError, match="no 'groups' list"):
         load_groups([path])
+
+
+def test_by_length_differences_are_paired_per_bin_and_restriction_keeps_the_named_splits():
+    def bins(short, long):
+        return [{"bin": "[0, 2)", "num_gt": 1, "mAP": short}, {"bin": "[2, 4)", "num_gt": 1 if long is not None else 0, "mAP": long}]
+
+    base = group("base", [run(0, 1.0, by_length=bins(10.0, 50.0)), run(1, 1.0, by_length=bins(20.0, None)),
+                          run(2, 1.0, by_length=bins(30.0, 40.0))])
+    new = group("new", [run(0, 2.0, by_length=bins(12.0, 45.0)), run(1, 2.0, by_length=bins(19.0, 60.0)),
+                        run(2, 2.0, by_length=bins(33.0, 47.0))])
+    short, long = paired_difference_by_length(new, base)
+    assert short["bin"] == "[0, 2)" and short["differences"] == [2.0, -1.0, 3.0] and (short["better"], short["worse"]) == (2, 1)
+    assert long["splits"] == [0, 2] and long["differences"] == [-5.0, 7.0]  # split 1 has no long action in the reference
+    assert per_split(restrict_to_splits(new, [0, 2])) == {0: 2.0, 2: 2.0}
+    assert restrict_to_splits(new, None) is new

@@ -83,11 +83,18 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def paired_difference(variant: Group, reference: Group, key: str = "mAP") -> dict[str, Any]:
-    """``variant − reference`` on every split both finished: ``{"splits", "differences", "mean",
-    "std", "n", "better", "worse"}`` (``better``/``worse``: splits where the variant is above /
-    below the reference)."""
-    a, b = per_split(variant, key), per_split(reference, key)
+def restrict_to_splits(group: Group, splits: Iterable[int] | None) -> Group:
+    """The group with only the runs of ``splits`` (all of them when None): compare rows over the
+    same splits when one sweep ran more of them than another."""
+    if splits is None:
+        return group
+    keep = {int(s) for s in splits}
+    return {**group, "runs": [r for r in group.get("runs", []) if r.get("split_id") is not None and int(r["split_id"]) in keep]}
+
+
+def paired_values(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
+    """``a − b`` on every split both have: ``{"splits", "differences", "mean", "std", "n",
+    "better", "worse"}`` (``better``/``worse``: splits where ``a`` is above / below ``b``)."""
     splits = sorted(set(a) & set(b))
     differences = [a[s] - b[s] for s in splits]
     mean, std = mean_std(differences)
@@ -100,6 +107,33 @@ def paired_difference(variant: Group, reference: Group, key: str = "mAP") -> dic
         "better": sum(d > 0 for d in differences),
         "worse": sum(d < 0 for d in differences),
     }
+
+
+def paired_difference(variant: Group, reference: Group, key: str = "mAP") -> dict[str, Any]:
+    """``variant − reference`` of ``key`` (see :func:`per_split`) on every split both finished
+    (:func:`paired_values`)."""
+    return paired_values(per_split(variant, key), per_split(reference, key))
+
+
+def per_split_by_length(group: Group) -> dict[str, dict[int, float]]:
+    """``{bin: {split id: mAP}}`` of the group's finished runs (a bin without ground truth in a
+    split has no value there; a split run more than once gives the mean of its runs)."""
+    values: dict[str, dict[int, list[float]]] = {}
+    for run in group.get("runs", []):
+        if run.get("status") != "finished" or run.get("split_id") is None:
+            continue
+        for entry in run.get("by_length") or []:
+            by_split = values.setdefault(entry["bin"], {})
+            if entry.get("mAP") is not None:
+                by_split.setdefault(int(run["split_id"]), []).append(float(entry["mAP"]))
+    return {name: {split: statistics.fmean(v) for split, v in sorted(d.items())} for name, d in values.items()}
+
+
+def paired_difference_by_length(variant: Group, reference: Group) -> list[dict[str, Any]]:
+    """Per action-length bin, ``variant − reference`` over the splits where both have the bin:
+    ``[{"bin", **paired_values}]`` in the reference's bin order."""
+    a, b = per_split_by_length(variant), per_split_by_length(reference)
+    return [{"bin": name, **paired_values(a.get(name, {}), b[name])} for name in b]
 
 
 def mean_by_length(group: Group) -> list[dict[str, Any]]:
