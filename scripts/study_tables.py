@@ -12,7 +12,8 @@ differences of AVG against it over the splits both finished (mean ± std, and ho
 in sign); with ``--by-length REFERENCE VARIANT``, mAP by action length averaged over splits and the
 per-bin paired difference, and with ``--figure`` the same as a PNG. ``--splits`` restricts every
 row to the named split ids (e.g. a row taken from a ten-split sweep compared over five).
-``--dataset anet13`` switches the headline thresholds to ActivityNet's 0.5 / 0.75 / 0.95 (AVG is
+``--seeds VARIANT SPLIT_ID`` prints only the runs of one variant on one split across the
+summaries, one per seed, with their mean ± std (the seed noise). ``--dataset anet13`` switches the headline thresholds to ActivityNet's 0.5 / 0.75 / 0.95 (AVG is
 always the summary's mAP over the dataset's thresholds).
 """
 
@@ -97,6 +98,21 @@ def length_table(groups, reference, variant) -> str:
     return "\n".join(lines)
 
 
+def seed_table(found, variant, split, split_id) -> str:
+    """Every finished run of ``variant`` on split ``split_id`` across the summaries (one per seed):
+    AVG and the shortest bin's mAP, then mean ± std over the seeds."""
+    runs = [r for g in found if g["variant"] == variant and g["split"] == split for r in g["runs"]
+            if r.get("status") == "finished" and r.get("split_id") == split_id]
+    lines = ["| seed | AVG | mAP of the shortest actions | s / run |", "|---:|---:|---:|---:|"]
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        short = (r.get("by_length") or [{}])[0]
+        lines.append(f"| {r['seed']} | {r['mAP']:.2f} | {short.get('mAP') or 0:.2f} ({short.get('bin')}) | {r['wall_time_s']:.0f} |")
+    avg = [r["mAP"] for r in runs]
+    short = [(r.get("by_length") or [{}])[0].get("mAP") for r in runs]
+    lines.append(f"| mean ± std ({len(runs)} seeds) | {_pm(avg)} | {_pm([v for v in short if v is not None])} | |")
+    return "\n".join(lines)
+
+
 def length_figure(groups, rows, title: str, path: Path) -> Path:
     import numpy as np
 
@@ -132,8 +148,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--paper", help="docs/results/paper_numbers.json")
     parser.add_argument("--by-length", nargs=2, metavar=("REFERENCE", "VARIANT"), help="the by-length comparison")
     parser.add_argument("--figure", help="PNG of the by-length comparison")
+    parser.add_argument("--seeds", nargs=2, metavar=("VARIANT", "SPLIT_ID"), help="only the seed table of one split")
     args = parser.parse_args(argv)
     found = load_groups(args.summaries)
+    if args.seeds:
+        print(seed_table(found, args.seeds[0], args.split, int(args.seeds[1])))
+        return 0
     names = list(dict.fromkeys([*args.rows, *args.reference, *(args.by_length or [])]))
     groups = {name: restrict_to_splits(find_group(found, name, args.split), args.splits) for name in names}
     paper = json.loads(Path(args.paper).read_text())[args.dataset]["rows"] if args.paper else {}
