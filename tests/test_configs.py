@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -114,6 +115,62 @@ def test_presets_are_found() -> None:
         "paper_thumos14", "paper_anet13", "paper_text", "demo",
     }
     assert expected <= set(PRESETS)
+
+
+def _preset_defaults(preset: str) -> list:
+    """The defaults list of ``configs/experiment/<preset>.yaml`` as written (no composition)."""
+    return yaml.safe_load((CONFIG_DIR / "experiment" / f"{preset}.yaml").read_text()).get("defaults") or []
+
+
+def _group_overrides(preset: str) -> dict[str, str]:
+    """``override /<group>: <option>`` entries of a preset's defaults list: group -> option."""
+    out = {}
+    for entry in _preset_defaults(preset):
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                if key.startswith("override "):
+                    out[key.removeprefix("override ").strip().lstrip("/")] = str(value)
+    return out
+
+
+def _bases(preset: str) -> list[str]:
+    """The presets of the experiment group that ``preset`` includes in its defaults list."""
+    out = []
+    for entry in _preset_defaults(preset):
+        if isinstance(entry, str) and entry != "_self_":
+            name = entry.removeprefix("/experiment/").removeprefix("experiment/")
+            if (CONFIG_DIR / "experiment" / f"{name}.yaml").is_file():
+                out.append(name)
+    return out
+
+
+def _ancestors(preset: str) -> set[str]:
+    seen: set[str] = set()
+    todo = _bases(preset)
+    while todo:
+        base = todo.pop()
+        assert base != preset, f"{preset} includes itself"
+        if base not in seen:
+            seen.add(base)
+            todo.extend(_bases(base))
+    return seen
+
+
+def test_presets_do_not_repeat_single_option_groups() -> None:
+    """A group with one option is selected by configs/config.yaml already: overriding it is noise."""
+    single = {p.name for p in CONFIG_DIR.iterdir()
+              if p.is_dir() and len(list(p.glob("*.yaml"))) == 1}
+    assert {"loss", "model", "optim"} <= single  # the check bites on the groups that prompted it
+    repeated = {preset: sorted(set(_group_overrides(preset)) & single) for preset in PRESETS}
+    assert not {p: groups for p, groups in repeated.items() if groups}, "override of a single-option group"
+
+
+def test_activitynet_presets_build_on_paper_anet13() -> None:
+    """The ActivityNet1.3 settings live in paper_anet13 only; every *anet13* preset includes it."""
+    anet = [p for p in PRESETS if "anet13" in p]
+    assert "paper_anet13" in anet and len(anet) > 1
+    missing = [p for p in anet if p != "paper_anet13" and "paper_anet13" not in _ancestors(p)]
+    assert not missing, f"not built on paper_anet13: {missing}"
 
 
 @pytest.mark.parametrize("preset", PRESETS)
