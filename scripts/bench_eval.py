@@ -4,17 +4,16 @@ Default workload: 200 videos x 500 proposals, 1-30 ground-truth instances per vi
 ~14 per evaluated video), half of the proposals jittered copies of ground truth, the rest random;
 mAP at the 5 THUMOS thresholds, AR@AN at the 11 THUMOS AR thresholds.
 
-Usage: python scripts/bench_eval.py --out bench_eval.json [--videos 200 --proposals 500 --repeats 7]
+Usage: python scripts/bench_eval.py --out docs/bench/eval_cpu.json [--videos 200 --proposals 500 --repeats 7]
+
+Times are medians after one warm-up call and peak memory the growth of the process's resident set
+(:func:`tp2detr.engine.benchmark.measure`); the JSON records the machine (``write_report``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
-import time
-from pathlib import Path
+import sys
 
 import numpy as np
 
@@ -25,7 +24,8 @@ from tp2detr.evaluation import (
     average_recall_vs_proposals,
     map_by_absolute_length,
 )
-from tp2detr.engine.benchmark import write_report
+from tp2detr.cli.hydra_app import run_script
+from tp2detr.engine.benchmark import measure, write_report
 
 
 def make_workload(num_videos: int, num_proposals: int, seed: int) -> tuple[dict, dict]:
@@ -52,23 +52,14 @@ def make_workload(num_videos: int, num_proposals: int, seed: int) -> tuple[dict,
     return gt, proposals
 
 
-def median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
-
-
-def main() -> None:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON file for the timings")
     parser.add_argument("--videos", type=int, default=200)
     parser.add_argument("--proposals", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     gt, proposals = make_workload(args.videos, args.proposals, args.seed)
     cases = {
@@ -76,11 +67,7 @@ def main() -> None:
         "AR@AN (11 thresholds)": lambda: average_recall_vs_proposals(gt, proposals, THUMOS_AR_TIOU),
         "mAP by length (5 bins)": lambda: map_by_absolute_length(gt, proposals, THUMOS_MAP_TIOU),
     }
-    results = {}
-    for name, fn in cases.items():
-        fn()  # warm-up
-        median, times = median_seconds(fn, args.repeats)
-        results[name] = {"median_s": median, "runs_s": times}
+    results = {name: measure(fn, args.repeats) for name, fn in cases.items()}
     detection = average_precision_detection(gt, proposals, THUMOS_MAP_TIOU)
     curve = average_recall_vs_proposals(gt, proposals, THUMOS_AR_TIOU)
     report = {
@@ -93,21 +80,20 @@ def main() -> None:
         },
         "timings": results,
         "values": {"mAP": detection.to_dict(), "AR": curve.summary()},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "processor": platform.processor(),
-        },
+        "command": "python scripts/bench_eval.py " + " ".join(argv),
     }
-    write_report(args.out, report)
+    written = write_report(args.out, report)
     workload = f"{args.videos} videos x {args.proposals} proposals, {detection.num_ground_truth} GT"
     print(f"{workload}, median of {args.repeats}")
-    print(f"{'case':<26}{'median (s)':>12}")
+    print(f"{'case':<26}{'median (ms)':>12}{'peak MB':>9}")
     for name, entry in results.items():
-        print(f"{name:<26}{entry['median_s']:>12.3f}")
-    print(f"mAP {detection.mean_ap:.4f}  AR@100 {curve.summary()['AR@100']:.4f}  -> {args.out}")
+        peak = "-" if entry["peak_mb"] is None else f"{entry['peak_mb']:.0f}"
+        print(f"{name:<26}{entry['ms']:>12.0f}{peak:>9}")
+    print(f"mAP {detection.mean_ap:.4f}  AR@100 {curve.summary()['AR@100']:.4f}")
+    if written is not None:
+        print(f"-> {written}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

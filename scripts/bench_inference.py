@@ -235,7 +235,9 @@ def main(argv: list[str]) -> int:
         "results": results,
     }
     print_table(report)
-    write_report(args.out, report)
+    written = write_report(args.out, report)
+    if written is not None:
+        print(f"-> {written}")
     return 0
 
 

@@ -1,11 +1,13 @@
 """Time and peak memory of the paper's THUMOS14 model, per module, on this machine.
 
-    python scripts/bench_model.py --out docs/bench/model_cpu.json [--batch 16 --repeats 5] [overrides...]
+    python scripts/bench_model.py --out docs/bench/model_cpu.json [--batch 16 --repeats 5] [--baseline] [overrides...]
 
 Stages: TFPN, deformable encoder, deformable decoder (with box refinement), prediction heads,
 salient heads, loss (matching + criterion); each timed forward and forward+backward on the inputs
-it receives in a real forward pass (captured with forward hooks), plus the whole training step
-(forward, loss, backward, clipping, AdamW step) and the evaluation forward. Peak memory is the
+it receives in a real forward pass (captured with forward hooks) of a batch of real training
+windows of the semi-synthetic THUMOS14 store (built if missing), plus the engine's own training
+step (``Trainer.train_step``: forward, loss, backward, clipping, AdamW step — the same step
+``scripts/bench_train.py`` times) and the evaluation forward. Peak memory is the
 growth of the process's peak resident set (Linux ``VmHWM``, reset before each measurement)
 over the resident set before it. Times are medians of ``--repeats`` runs after one warm-up.
 Writes JSON and prints a table. Hydra overrides select other configurations.
@@ -27,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from tp2detr.config import compose
+from tp2detr.data.builder import make_synthetic_features
 from tp2detr.engine.benchmark import measure, write_report
-from tp2detr.losses.builder import build_criterion
-from tp2detr.models.builder import build_model
+from tp2detr.engine.trainer import Trainer
 from tp2detr.models.deform_attn import register_backend
 from tp2detr.cli.hydra_app import run_script
 
@@ -78,32 +80,32 @@ def _backward(output: Any) -> None:
     torch.autograd.backward([t.sum() for t in tensors])
 
 
+def _trainer(overrides: list[str]) -> Trainer:
+    """A set-up :class:`Trainer` (model, criterion, optimizer, data) that writes nothing."""
+    trainer = Trainer(compose(overrides), "/nonexistent-bench-run")
+    trainer.setup()
+    return trainer
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline", action="store_true",
                         help="also time the released-style computation (grid_sample, salient at inference)")
     args, overrides = parser.parse_known_args(argv)
 
-    cfg = compose(overrides)
-    torch.manual_seed(int(cfg.seed))
-    model = build_model(cfg)
-    criterion = build_criterion(cfg.loss)
-    B, T, C = args.batch, args.length, int(cfg.model.d_model)
-    g = torch.Generator().manual_seed(0)
-    feats = torch.randn(B, T, C, generator=g)
-    mask = torch.zeros(B, T, dtype=torch.bool)
-    targets = []
-    for _ in range(B):  # about 4 instances per window, as in THUMOS14 training windows
-        n = int(torch.randint(1, 8, (1,), generator=g))
-        centers = torch.rand(n, generator=g) * 0.8 + 0.1
-        widths = torch.rand(n, generator=g) * 0.1 + 0.01
-        targets.append({"segments": torch.stack([centers, widths], 1)})
-    salient_target = (torch.rand(B, T, generator=g) < 0.3).float()
-    salient_valid = ~mask
+    base = ["dataset=thumos14_synth", "trainer.progress=false", f"optim.batch_size={args.batch}"]
+    cfg = compose([*base, *overrides])
+    make_synthetic_features(cfg, progress=False)
+    trainer = _trainer([*base, *overrides])
+    model, criterion = trainer.model, trainer.criterion
+    batch = trainer.collate([trainer.train_set[i] for i in range(args.batch)])  # real training windows
+    feats, mask = batch["feats"], batch["mask"]
+    targets = [{"segments": t["segments"]} for t in batch["targets"]]
+    salient_target, salient_valid = batch["salient_target"], batch["salient_valid"]
+    B, T, C = feats.shape
 
     # Capture every stage's inputs in one training-mode forward.
     captured: dict[str, tuple] = {}
@@ -155,31 +157,20 @@ def main(argv: list[str]) -> int:
 
     results["loss"] = {"fwd": measure(loss_forward, args.repeats), "fwd_bwd": measure(loss_backward, args.repeats)}
 
-    def train_step(model, optimizer):
-        model.train()
-        out = model(feats, mask)
-        loss = criterion(out, targets, salient_target=salient_target, salient_valid=salient_valid).total
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-        optimizer.step()
-
     def eval_forward(model, with_salient):
         model.eval()
         with torch.no_grad():
             model(feats, mask, with_salient=with_salient)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
-    results["train_step"] = {"fwd_bwd": measure(lambda: train_step(model, optimizer), args.repeats)}
+    # The engine's own training step (tp2detr.engine.trainer.Trainer.train_step): forward, matching,
+    # every loss term, backward, clipping, AdamW.
+    results["train_step"] = {"fwd_bwd": measure(lambda: trainer.train_step(batch), args.repeats)}
     results["eval_forward"] = {"fwd": measure(lambda: eval_forward(model, False), args.repeats)}
     if args.baseline:
         register_backend("grid_sample", grid_sample_deform_attn, device_types=("cpu", "cuda"))
-        torch.manual_seed(int(cfg.seed))
-        released = build_model(compose([*overrides, "model.attn_backend=grid_sample"]))
-        released_optimizer = torch.optim.AdamW(released.parameters(), lr=1e-4, weight_decay=1e-4)
-        results["released_train_step"] = {
-            "fwd_bwd": measure(lambda: train_step(released, released_optimizer), args.repeats)}
-        results["released_eval_forward"] = {"fwd": measure(lambda: eval_forward(released, True), args.repeats)}
+        released = _trainer([*base, *overrides, "model.attn_backend=grid_sample"])
+        results["released_train_step"] = {"fwd_bwd": measure(lambda: released.train_step(batch), args.repeats)}
+        results["released_eval_forward"] = {"fwd": measure(lambda: eval_forward(released.model, True), args.repeats)}
 
     report = {
         "config": {"overrides": overrides, "batch": B, "length": T, "d_model": C,
@@ -195,7 +186,9 @@ def main(argv: list[str]) -> int:
         cells = [f.get("ms"), f.get("peak_mb"), fb.get("ms"), fb.get("peak_mb")]
         text = [f"{c:.0f}" if c is not None else "-" for c in cells]
         print(f"{name:<14}{text[0]:>10}{text[1]:>10}{text[2]:>13}{text[3]:>13}")
-    write_report(args.out, report)
+    written = write_report(args.out, report)
+    if written is not None:
+        print(f"-> {written}")
     return 0
 
 

@@ -274,7 +274,9 @@ def main(argv: list[str]) -> int:
         t = report["train_step"]
         print(f"training step (paper THUMOS14 config, batch 16): fallback {t['fallback_ms']:.0f} ms, "
               f"compiled {t['compiled_ms']:.0f} ms ({t['speedup']:.2f}x)")
-    write_report(args.out, report)
+    written = write_report(args.out, report)
+    if written is not None:
+        print(f"-> {written}")
     return 0
 
 

@@ -64,7 +64,9 @@ def main(argv: list[str]) -> int:
     }
     for key, value in report.items():
         print(f"{key:20} {value}")
-    write_report(args.out, report)
+    written = write_report(args.out, report)
+    if written is not None:
+        print(f"-> {written}")
     return 0
 
 

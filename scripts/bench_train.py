@@ -101,7 +101,9 @@ def main(argv: list[str]) -> int:
               f"{r['speedup_train_vs_released']:>9.2f}{r['speedup_eval_vs_released']:>8.2f}")
     print(f"released model (docs/fidelity.md §10.4): {RELEASED['train_step_s']} s/iter, "
           f"{RELEASED['eval_forward_16_s']} s per eval forward of 16, {RELEASED['train_peak_rss_gb']} GB peak")
-    write_report(args.out, report)
+    written = write_report(args.out, report)
+    if written is not None:
+        print(f"-> {written}")
     return 0
 
 

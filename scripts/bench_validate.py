@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
                              "videos": len(lengths), "bytes_on_disk": size, "problems": len(problems)})
                 print(f"{fmt:5} {mode:8} {cache:5} {seconds:7.2f} s  ({len(lengths)} videos, "
                       f"{size / 2**20:.0f} MiB, {len(problems)} problems)")
-    write_report(args.out, {
+    written = write_report(args.out, {
         "what": "scan_feature_store over every THUMOS14 video (data.validate=headers|full)",
         "command": "python scripts/bench_validate.py " + " ".join(argv),
         "snippets": sum(lengths.values()),
@@ -89,6 +89,8 @@ def main(argv: list[str]) -> int:
         "results": rows,
         "cpu_threads": os.cpu_count(),
     })
+    if written is not None:
+        print(f"-> {written}")
     return 0
 
 

@@ -146,13 +146,13 @@ def measure_interleaved(
     return result
 
 
-def write_report(path: str | Path | None, report: dict[str, Any]) -> None:
-    """Write a benchmark's JSON report atomically to ``path`` (nothing when None) and say where;
+def write_report(path: str | Path | None, report: dict[str, Any]) -> Path | None:
+    """Write a benchmark's JSON report atomically to ``path`` (nothing when None) and return it;
     ``"host"`` records the machine (CPU model and flags, torch build, GPU:
     :func:`tp2detr.engine.hardware.machine_info`)."""
     if path is None:
-        return
+        return None
     from tp2detr.engine.hardware import machine_info
 
     atomic_write_json(path, {**report, "host": machine_info()})
-    print(f"-> {path}")
+    return Path(path)
