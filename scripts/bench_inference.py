@@ -39,7 +39,8 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from tp2detr.config import compose
-from tp2detr.data.builder import build_dataset, load_data, make_synthetic_features
+from tp2detr.data.bundle import load_data
+from tp2detr.data.feature_setup import build_dataset, make_synthetic_features
 from tp2detr.data.dataset import collate_samples
 from tp2detr.engine.benchmark import measure, write_report
 from tp2detr.evaluation.evaluate import evaluate_proposals

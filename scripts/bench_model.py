@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from tp2detr.config import compose
-from tp2detr.data.builder import make_synthetic_features
+from tp2detr.data.feature_setup import make_synthetic_features
 from tp2detr.engine.benchmark import measure, write_report
 from tp2detr.engine.trainer import Trainer
 from tp2detr.models.deform_attn import register_backend

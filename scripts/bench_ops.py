@@ -180,7 +180,7 @@ def cuda_bandwidth(device: torch.device, forward_ms: float) -> dict:
 def bench_train_step(device: torch.device, backend: str, steps: int, overrides: list[str]) -> dict:
     """Median ms of one training step of the paper config, fallback vs ``backend`` (same batches)."""
     from tp2detr.config import compose
-    from tp2detr.data.builder import make_synthetic_features
+    from tp2detr.data.feature_setup import make_synthetic_features
     from tp2detr.engine.trainer import Trainer
 
     base = ["dataset=thumos14_synth", "trainer.progress=false", *overrides]

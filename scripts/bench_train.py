@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from tp2detr.config import compose
-from tp2detr.data.builder import make_synthetic_features
+from tp2detr.data.feature_setup import make_synthetic_features
 from tp2detr.engine.benchmark import measure, peak_resident_mb, write_report
 from tp2detr.engine.trainer import Trainer
 from tp2detr.cli.hydra_app import run_script

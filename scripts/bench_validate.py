@@ -1,4 +1,4 @@
-"""What the up-front feature check costs (``data.validate``, :func:`tp2detr.data.builder.check_features_up_front`).
+"""What the up-front feature check costs (``data.validate``, :func:`tp2detr.data.feature_setup.check_features_up_front`).
 
 Checks every video of a THUMOS14-sized store (412 videos, 320,513 snippets of 512 channels) as a
 run does before its first step: ``headers`` (shapes from the ``.npy`` headers / HDF5 metadata)
@@ -24,7 +24,7 @@ import numpy as np
 from tp2detr.cli.hydra_app import run_script
 from tp2detr.config import compose
 from tp2detr.data.annotations import load_feature_info
-from tp2detr.data.builder import make_synthetic_features
+from tp2detr.data.feature_setup import make_synthetic_features
 from tp2detr.data.features import HDF5FeatureStore, open_feature_store, scan_feature_store
 from tp2detr.engine.benchmark import write_report
 

@@ -14,7 +14,8 @@ import logging
 import sys
 
 from tp2detr.config import compose
-from tp2detr.data.builder import dataset_statistics, load_data
+from tp2detr.data.bundle import load_data
+from tp2detr.data.statistics import dataset_statistics
 from tp2detr.cli.hydra_app import run_script
 
 

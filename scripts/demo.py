@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 
 from tp2detr.config import REPO_ROOT, compose, normalise_overrides
-from tp2detr.data.builder import dataset_statistics, load_data, make_synthetic_features
+from tp2detr.data.bundle import load_data
+from tp2detr.data.feature_setup import make_synthetic_features
+from tp2detr.data.statistics import dataset_statistics
 from tp2detr.evaluation.tables import format_table
 from tp2detr.engine.runs import collect_runs
 from tp2detr.engine.sweep import render_markdown, summarise

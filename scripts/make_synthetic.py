@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from tp2detr.config import compose
-from tp2detr.data.builder import make_synthetic_features
+from tp2detr.data.feature_setup import make_synthetic_features
 from tp2detr.errors import TP2DETRError
 from tp2detr.cli.hydra_app import run_script
 

@@ -5,7 +5,7 @@
 
 Each argument is a training run folder (its ``metrics.json``: the selected epoch), an ``eval.py``
 output folder (its ``eval_metrics.json``) or one of those JSON files; each needs the per-length
-breakdown (``eval.breakdown=true``, the default). Absolute bins (seconds) on the left, bins
+breakdown (``trainer.breakdown=true``, the default). Absolute bins (seconds) on the left, bins
 relative to the video's duration on the right.
 
 Exit status: 0 on success, 2 on bad input (one ``plot_breakdown.py: ...`` line on stderr).

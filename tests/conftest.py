@@ -32,7 +32,7 @@ def toy_feature_dir(tmp_path_factory) -> Path:
     """A folder holding the toy dataset's synthetic feature store (``toy_d32_s0.h5``), made once per
     test session; tests that change a store copy it first."""
     from tp2detr.config import compose
-    from tp2detr.data.builder import make_synthetic_features
+    from tp2detr.data.feature_setup import make_synthetic_features
 
     path = tmp_path_factory.mktemp("toy_features")
     make_synthetic_features(compose(["dataset=toy", f"paths.feature_dir={path}"]), progress=False)
@@ -59,7 +59,7 @@ class ToyCheckpoints:
 
     def make(self, root: Path, overrides: list[str], epoch: int = 3) -> dict:
         from tp2detr.config import compose
-        from tp2detr.data.builder import make_synthetic_features
+        from tp2detr.data.feature_setup import make_synthetic_features
         from tp2detr.models.builder import build_model
 
         cfg = compose([*overrides, f"paths.feature_dir={root / 'features'}"])

@@ -14,6 +14,13 @@ def test_the_default_and_every_preset_pass():
     assert config_problems(compose(["experiment=paper_anet13"])) == []
 
 
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_the_commands_configs_pass_and_are_checked_on_the_keys_they_read(command):
+    assert config_problems(compose([], config_name=command)) == []
+    problems = config_problems(compose(["trainer.precision=fp16"], config_name=command))
+    assert "trainer.precision is 'fp16', expected one of auto, fp32, bf16" in problems
+
+
 @pytest.mark.parametrize("override,expected", [
     ("optim.lr=abc", "optim.lr is 'abc', expected a number > 0"),
     ("optim.lr=-1", "optim.lr is -1, expected a number > 0"),
@@ -21,6 +28,12 @@ def test_the_default_and_every_preset_pass():
     ("optim.batch_size=true", "optim.batch_size is True, expected an integer >= 1"),
     ("model.dropout=1.0", "model.dropout is 1.0, expected a number >= 0 and < 1"),
     ("trainer.precision=fp16", "trainer.precision is 'fp16', expected one of auto, fp32, bf16"),
+    ("trainer.device=gpu", "trainer.device is 'gpu', expected one of auto, cpu, cuda"),
+    ("trainer.eval_batch_size=0", "trainer.eval_batch_size is 0, expected an integer >= 1"),
+    ("trainer.ar=yes", "trainer.ar is 'yes', expected true or false"),
+    ("dataset.evaluation.nms_threshold=1.5",
+     "dataset.evaluation.nms_threshold is 1.5, expected a number >= 0 and <= 1 or null"),
+    ("dataset.evaluation.stitch_deduplicate=1", "dataset.evaluation.stitch_deduplicate is 1, expected true or false"),
     ("trainer.resume=maybe", "trainer.resume is 'maybe', expected one of auto, True, False"),
     ("salient.fusion=median", "salient.fusion is 'median', expected one of max, mean, mix, adaptive"),
     ("data.validate=some", "data.validate is 'some', expected one of full, headers, off"),

@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from tp2detr.config import CONFIG_DIR, compose, normalise_overrides, repo_root
-from tp2detr.data.builder import load_data
+from tp2detr.data.bundle import load_data
 from tp2detr.models.builder import build_model
 
 PRESETS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))

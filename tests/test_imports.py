@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import ast
 from pathlib import Path
 
@@ -82,6 +84,24 @@ def test_the_op_package_never_imports_the_models():
     graph = import_graph()
     offending = {m: sorted(t for t in targets if t.startswith("tp2detr.models"))
                  for m, targets in graph.items() if m.startswith("tp2detr.ops")}
+    assert {m: t for m, t in offending.items() if t} == {}
+
+
+@pytest.mark.parametrize(
+    ("layer", "never"),
+    [
+        ("tp2detr.engine", "tp2detr.cli"),  # the command lines use the engine, not the reverse
+        ("tp2detr.evaluation", "tp2detr.engine"),  # the evaluator stands alone (plain numpy)
+        ("tp2detr.evaluation", "tp2detr.models"),
+        ("tp2detr.data", "tp2detr.engine"),  # data knows nothing of training
+        ("tp2detr.losses", "tp2detr.engine"),
+        ("tp2detr.models", "tp2detr.engine"),
+    ],
+)
+def test_dependencies_point_one_way(layer: str, never: str):
+    graph = import_graph()
+    offending = {m: sorted(t for t in targets if t.startswith(never))
+                 for m, targets in graph.items() if m.startswith(layer)}
     assert {m: t for m, t in offending.items() if t} == {}
 
 

@@ -131,7 +131,7 @@ def test_a_bug_keeps_its_traceback(feature_dir, tmp_path, capsys, monkeypatch):
     assert "RuntimeError: an internal bug" in capsys.readouterr().err
 
 
-def test_eval_of_a_checkpoint_that_does_not_fit(feature_dir, tmp_path, capsys):
+def test_eval_of_a_checkpoint_that_does_not_fit(feature_dir, tmp_path, capsys, monkeypatch):
     run_dir = tmp_path / "run"
     assert train(capsys, *tiny(feature_dir, run_dir))[0] == 0
     ckpt = run_dir / "checkpoints" / "last.pt"
@@ -139,6 +139,19 @@ def test_eval_of_a_checkpoint_that_does_not_fit(feature_dir, tmp_path, capsys):
     assert_clean_error(status, capsys.readouterr().err, str(ckpt), "does not match the model", "query_embed")
     status = eval_cli.main([f"ckpt={ckpt}", "split.id=42", f"out_dir={tmp_path / 'eval'}"])
     assert_clean_error(status, capsys.readouterr().err, "split.id is 42", "0..9")
+    # how it runs: the checkpoint's trainer.* keys unless given, checked the same way
+    status = eval_cli.main([f"ckpt={ckpt}", "trainer.eval_batch_size=0", f"out_dir={tmp_path / 'eval'}"])
+    assert_clean_error(status, capsys.readouterr().err, "trainer.eval_batch_size is 0", "an integer >= 1")
+    status = eval_cli.main([f"ckpt={ckpt}", "device=cpu", f"out_dir={tmp_path / 'eval'}"])  # the old key
+    assert_clean_error(status, capsys.readouterr().err, "no key 'device'", "expected trainer.device=cpu")
+    if not torch.cuda.is_available():
+        status = eval_cli.main([f"ckpt={ckpt}", "trainer.device=cuda", f"out_dir={tmp_path / 'eval'}"])
+        assert_clean_error(status, capsys.readouterr().err, "trainer.device is 'cuda'", "trainer.device=cpu")
+    from tp2detr.engine import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda flags=None: False)
+    args = [f"ckpt={ckpt}", "trainer.device=cpu", "trainer.precision=bf16", f"out_dir={tmp_path / 'eval'}"]
+    assert_clean_error(eval_cli.main(args), capsys.readouterr().err, "trainer.precision=bf16", "no native bf16")
 
 
 # -- run folders and resume --------------------------------------------------------------------
@@ -315,7 +328,7 @@ def test_every_bad_feature_file_is_reported_at_once_before_training(feature_dir,
     store.parent.mkdir()
     shutil.copy(feature_dir / "toy_d32_s0.h5", store)
     cfg = compose(["dataset=toy"])
-    from tp2detr.data.builder import load_data
+    from tp2detr.data.bundle import load_data
 
     bundle = load_data(cfg)
     train_video = bundle.train_samples[0].video_id

@@ -4,7 +4,9 @@ Hydra checks that keys exist and that group choices name a file; it does not che
 ``optim.lr=abc`` or ``split.id=12`` would otherwise fail deep inside training (or, for a split
 list, after the annotations are read). :func:`check_config` runs every rule of :data:`RULES`
 over the keys a config has and raises one :class:`~tp2detr.errors.ConfigError` that lists every
-bad key, the value found and the value expected.
+bad key, the value found and the value expected. ``train.py`` checks its composed config;
+``eval.py`` and ``predict.py`` check the config they run a checkpoint with (the stored one with the
+command line's keys on top), and ``eval.py`` its composed config in predictions mode.
 """
 
 from __future__ import annotations
@@ -139,7 +141,8 @@ def _rules() -> dict[str, Rule]:
         "loss.salient_fpn_weight": non_negative,
         "loss.salient_enc_weight": non_negative,
         "loss.aux_loss": boolean,
-        # trainer/ and data/
+        # trainer/ and data/ (eval.py and predict.py read trainer.device, trainer.precision,
+        # trainer.eval_batch_size, trainer.ar and trainer.breakdown too)
         "trainer.device": choice("auto", "cpu", "cuda"),
         "trainer.precision": choice("auto", "fp32", "bf16"),
         "trainer.num_threads": integer(1, optional=True),
@@ -163,6 +166,8 @@ def _rules() -> dict[str, Rule]:
         "dataset.features.dim": integer(1),
         "dataset.features.length_tolerance": integer(0),
         "dataset.windowing.size": integer(1),
+        "dataset.evaluation.nms_threshold": real(0, 1, optional=True),
+        "dataset.evaluation.stitch_deduplicate": boolean,
     }
 
 

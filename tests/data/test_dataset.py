@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tp2detr.config import compose
-from tp2detr.data.builder import build_dataset, load_data, make_synthetic_features
+from tp2detr.data.bundle import load_data
+from tp2detr.data.feature_setup import build_dataset, make_synthetic_features
 from tp2detr.data.dataset import collate_samples, round_up
 from tp2detr.data.features import write_hdf5_features
 from tp2detr.errors import DataFormatError, MissingDataError

@@ -8,7 +8,8 @@ import logging
 import pytest
 
 from tp2detr.config import compose
-from tp2detr.data.builder import dataset_statistics, load_data
+from tp2detr.data.bundle import load_data
+from tp2detr.data.statistics import dataset_statistics
 from tp2detr.errors import DataFormatError
 
 # docs/fidelity.md §5.6: train windows, train instances, eval videos, eval GT instances (THUMOS14 50/50).

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tp2detr.config import compose
-from tp2detr.data.builder import make_synthetic_features
+from tp2detr.data.feature_setup import make_synthetic_features
 from tp2detr.engine.checkpoint import load_checkpoint
 from tp2detr.engine.trainer import Trainer
 

@@ -14,9 +14,11 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from tp2detr.cli.eval import apply_overrides, main, rebase_paths, unwrap_state_dict
-from tp2detr.config import REPO_ROOT, compose
-from tp2detr.data.builder import build_dataset, load_data
+from tp2detr.cli.eval import MOVED_KEYS, main
+from tp2detr.stored_config import apply_overrides, rebase_paths
+from tp2detr.config import CONFIG_DIR, REPO_ROOT, compose
+from tp2detr.data.bundle import load_data
+from tp2detr.data.feature_setup import build_dataset
 from tp2detr.data.dataset import collate_samples
 from tp2detr.evaluation.evaluate import evaluate_on_protocol
 from tp2detr.engine.proposal_inference import predict_batches, video_proposals
@@ -51,7 +53,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
 
 def test_checkpoint_mode_writes_the_models_predictions_and_their_metrics(toy: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = run_script(f"ckpt={toy['ckpt']}", f"out_dir={out}", "device=cpu")
+    done = run_script(f"ckpt={toy['ckpt']}", f"out_dir={out}", "trainer.precision=fp32", "trainer.device=cpu")
     assert done.returncode == 0, done.stderr
     written = load_predictions(out / "predictions.json")
     # the same model, run here, gives the same proposals (JSON floats round-trip exactly)
@@ -83,7 +85,8 @@ def test_checkpoint_mode_writes_the_models_predictions_and_their_metrics(toy: di
 def test_checkpoint_overrides_evaluate_another_split(toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
     status = main(
-        [f"ckpt={toy['ckpt']}", "split.id=1", "eval.breakdown=false", "eval.batch_size=3", f"out_dir={out}", *QUIET]
+        [f"ckpt={toy['ckpt']}", "split.id=1", "trainer.breakdown=false", "trainer.eval_batch_size=3",
+         "trainer.device=cpu", f"out_dir={out}", *QUIET]
     )
     assert status == 0, capsys.readouterr().err
     document = json.loads((out / "eval_metrics.json").read_text())
@@ -91,7 +94,8 @@ def test_checkpoint_overrides_evaluate_another_split(toy: dict, tmp_path: Path, 
     assert document["split_id"] == 1
     assert document["eval"]["num_gt"] == sum(len(s) for s in protocol.eval_ground_truth.values())
     assert document["eval"]["breakdown"] is None and document["eval"]["ar"] is not None
-    assert OmegaConf.load(out / "eval_config.yaml").split.id == 1
+    config = OmegaConf.load(out / "eval_config.yaml")
+    assert config.split.id == 1 and config.trainer.eval_batch_size == 3 and config.trainer.breakdown is False
 
 
 def test_predictions_file_mode_evaluates_under_the_protocol(tmp_path: Path) -> None:
@@ -157,8 +161,8 @@ def test_exactly_one_source_is_required(toy: dict, tmp_path: Path, capsys: pytes
     assert "expected exactly one of ckpt=PATH" in capsys.readouterr().err
     both = [f"ckpt={toy['ckpt']}", f"predictions={tmp_path / 'x.json'}", f"out_dir={tmp_path / 'b'}", *QUIET]
     assert main(both) == 2
-    assert main([f"ckpt={toy['ckpt']}", "device=gpu", f"out_dir={tmp_path / 'c'}", *QUIET]) == 2
-    assert "device is 'gpu'" in capsys.readouterr().err
+    assert main([f"ckpt={toy['ckpt']}", "trainer.device=gpu", f"out_dir={tmp_path / 'c'}", *QUIET]) == 2
+    assert "trainer.device is 'gpu', expected one of auto, cpu, cuda" in capsys.readouterr().err
 
 
 def test_apply_overrides_sets_replaces_and_deletes_only_what_was_given() -> None:
@@ -168,18 +172,22 @@ def test_apply_overrides_sets_replaces_and_deletes_only_what_was_given() -> None
         "dataset=thumos14_synth",
         "~model.attn_backend",
         "+extra.key=7",
-        "eval.batch_size=2",
-        "device=cpu",
+        "trainer.eval_batch_size=2",
+        "trainer.device=cpu",
+        "plots=true",
+        "out_dir=/tmp/elsewhere",
     ]
     composed = compose(overrides, config_name="eval")
-    config = apply_overrides(stored, composed, overrides)
+    config = apply_overrides(stored, composed, overrides, app_keys={"plots", "out_dir"})
     assert config.split.id == 1 and config.split.setting == "50_50"
     assert config.dataset.name == "thumos14_synth" and config.dataset.features.path.endswith(
         "thumos14_synth_d512_s0.h5"
     )
     assert "attn_backend" not in config.model and config.extra.key == 7
     assert config.model.num_queries == 5 and config.model.d_model == 32  # untouched: the checkpoint's
-    assert "eval" not in config and "device" not in config  # settings of the command, not of the model
+    assert config.trainer.eval_batch_size == 2 and config.trainer.device == "cpu"  # given: applied
+    assert config.trainer.precision == stored.trainer.precision == "auto"  # not given: the checkpoint's
+    assert "plots" not in config and "out_dir" not in config  # settings of the command, not of the model
     assert stored.split.id == 4 and "attn_backend" in stored.model
     with pytest.raises(ValueError, match="preset cannot be applied"):
         apply_overrides(stored, compose(["experiment=demo"], config_name="eval"), ["experiment=demo"])
@@ -206,8 +214,54 @@ def test_rebase_paths_moves_only_missing_paths_under_the_old_root(tmp_path: Path
     assert rebase_paths(existing, "/new/root") == 0  # paths that exist here are kept
 
 
-def test_unwrap_state_dict_strips_wrapper_prefixes() -> None:
-    weights = {"module._orig_mod.a.weight": torch.zeros(1), "module._orig_mod.b": torch.ones(1)}
-    assert list(unwrap_state_dict(weights)) == ["a.weight", "b"]
-    mixed = {"module.a": torch.zeros(1), "b": torch.zeros(1)}
-    assert list(unwrap_state_dict(mixed)) == ["module.a", "b"]
+@pytest.mark.parametrize("name", ["eval", "predict"])
+def test_commands_define_no_run_settings_of_their_own(name: str) -> None:
+    """eval.py and predict.py read the training config's keys (trainer.*, dataset.evaluation.*)."""
+    own = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
+    for key in ("device", "precision", "batch_size", "eval", "stitch_deduplicate"):
+        assert key not in own, f"configs/{name}.yaml defines {key!r}"
+    composed = compose([], config_name=name)
+    assert composed.trainer.precision == "auto" and composed.trainer.eval_batch_size == 64
+    assert composed.dataset.evaluation.stitch_deduplicate is False
+
+
+@pytest.mark.parametrize(
+    "arg,expected",
+    [
+        ("device=cpu", "eval.py has no key 'device' any more, expected trainer.device=cpu"),
+        ("+precision=bf16", "expected trainer.precision=bf16"),
+        ("eval.batch_size=8", "expected trainer.eval_batch_size=8"),
+        ("eval.ar=false", "expected trainer.ar=false"),
+        ("eval.breakdown=false", "expected trainer.breakdown=false"),
+        ("eval.stitch_deduplicate=true", "expected dataset.evaluation.stitch_deduplicate=true"),
+    ],
+)
+def test_a_moved_key_is_refused_naming_its_replacement(
+    toy: dict, tmp_path: Path, capsys: pytest.CaptureFixture, arg: str, expected: str
+) -> None:
+    assert main([f"ckpt={toy['ckpt']}", arg, f"out_dir={tmp_path / 'out'}", *QUIET]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {arg}: ") and expected in err[0], err
+    assert not (tmp_path / "out").exists()
+    assert set(MOVED_KEYS) >= {"device", "precision", "eval.batch_size", "eval.ar", "eval.breakdown"}
+
+
+def test_stitch_deduplicate_is_read_from_the_dataset_evaluation_block(
+    toy: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tp2detr.engine import proposal_inference
+
+    calls = []
+    original = proposal_inference.video_proposals
+
+    def spy(windows, nms_threshold, stitch_deduplicate=False):
+        calls.append((nms_threshold, stitch_deduplicate))
+        return original(windows, nms_threshold, stitch_deduplicate)
+
+    monkeypatch.setattr(proposal_inference, "video_proposals", spy)
+    out = tmp_path / "out"
+    args = [f"ckpt={toy['ckpt']}", "trainer.device=cpu", "trainer.ar=false", "trainer.breakdown=false",
+            "dataset.evaluation.stitch_deduplicate=true", f"out_dir={out}", *QUIET]
+    assert main(args) == 0
+    assert calls == [(0.4, True)]
+    assert OmegaConf.load(out / "eval_config.yaml").dataset.evaluation.stitch_deduplicate is True

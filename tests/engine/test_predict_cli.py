@@ -17,10 +17,12 @@ from matplotlib.image import imread
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from tp2detr.cli.predict import checkpoint_overrides, find_inputs, main
+from tp2detr.cli.predict import APP_KEYS, find_inputs, main
+from tp2detr.stored_config import apply_overrides
 from tp2detr.config import REPO_ROOT, compose
 from tp2detr.data.annotations import load_feature_info
-from tp2detr.data.builder import build_dataset, load_data
+from tp2detr.data.bundle import load_data
+from tp2detr.data.feature_setup import build_dataset
 from tp2detr.data.dataset import collate_samples
 from tp2detr.data.features import open_feature_store
 from tp2detr.engine.proposal_inference import predict_batches, video_proposals
@@ -71,7 +73,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def predict(toy: dict, out: Path, *args: str) -> int:
-    return main([f"ckpt={toy['ckpt']}", f"out_dir={out}", "device=cpu", "progress=false", *args, *QUIET])
+    return main([f"ckpt={toy['ckpt']}", f"out_dir={out}", "trainer.device=cpu", "progress=false", *args, *QUIET])
 
 
 def check_proposals(path: Path, durations: dict[str, float], top_k: int) -> dict:
@@ -286,9 +288,48 @@ def test_script_exits_with_status_2_and_names_the_missing_key(tmp_path: Path) ->
 
 def test_only_model_keys_reach_the_checkpoint_config() -> None:
     args = ["input=a.mp4", "top_k=5", "plots=false", "dataset.evaluation.nms_threshold=0.5", "+model.extra=1",
-            "~model.attn_backend", "feature_fps=2"]
-    assert checkpoint_overrides(args) == ["dataset.evaluation.nms_threshold=0.5", "+model.extra=1",
-                                          "~model.attn_backend"]
+            "~model.attn_backend", "feature_fps=2", "trainer.precision=fp32", "trainer.eval_batch_size=8",
+            "dataset.evaluation.stitch_deduplicate=true"]
+    stored = compose(TINY)
+    config = apply_overrides(stored, compose(args, config_name="predict"), args, APP_KEYS)
+    assert not {"input", "top_k", "plots", "feature_fps"} & set(config)
+    assert config.dataset.evaluation.nms_threshold == 0.5 and config.model.extra == 1
+    assert "attn_backend" not in config.model
+    assert config.trainer.precision == "fp32" and config.trainer.eval_batch_size == 8
+    assert config.dataset.evaluation.stitch_deduplicate is True
+    assert config.trainer.device == stored.trainer.device == "auto"  # not given: the checkpoint's
+
+
+def test_predict_yaml_defines_no_run_settings_of_its_own() -> None:
+    own = OmegaConf.load(REPO_ROOT / "configs" / "predict.yaml")
+    assert not {"device", "precision", "batch_size", "stitch_deduplicate", "eval"} & set(own)
+    assert not {"device", "precision", "batch_size", "stitch_deduplicate"} & APP_KEYS
+
+
+@pytest.mark.parametrize("arg,expected", [
+    ("device=cpu", "predict.py has no key 'device' any more, expected trainer.device=cpu"),
+    ("precision=bf16", "expected trainer.precision=bf16"),
+    ("batch_size=16", "expected trainer.eval_batch_size=16"),
+    ("stitch_deduplicate=true", "expected dataset.evaluation.stitch_deduplicate=true"),
+])
+def test_a_moved_key_is_refused_naming_its_replacement(toy: dict, tmp_path: Path, capsys, arg: str,
+                                                        expected: str) -> None:
+    assert predict(toy, tmp_path / "out", f"input={tmp_path}", arg) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {arg}: ") and expected in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_settings_come_from_the_checkpoint_unless_given(toy: dict, tmp_path: Path, capsys) -> None:
+    np.save(tmp_path / "v.npy", toy["long_features"][:40])
+    args = [f"input={tmp_path / 'v.npy'}", "feature_fps=4", "plots=false"]
+    out = tmp_path / "out"
+    assert predict(toy, out, *args, "trainer.precision=fp32", "trainer.eval_batch_size=2") == 0
+    config = OmegaConf.load(out / "predict_config.yaml")
+    assert config.trainer.precision == "fp32" and config.trainer.eval_batch_size == 2
+    assert config.trainer.device == "cpu" and config.trainer.ar == toy["cfg"].trainer.ar
+    assert main([f"ckpt={toy['ckpt']}", f"out_dir={tmp_path / 'bad'}", "trainer.precision=fp16", *args, *QUIET]) == 2
+    assert "trainer.precision is 'fp16', expected one of auto, fp32, bf16" in capsys.readouterr().err
 
 
 def test_find_inputs_sorts_a_folder_and_skips_hidden_files(tmp_path: Path) -> None:

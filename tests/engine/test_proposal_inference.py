@@ -314,7 +314,7 @@ def test_length_bins_follow_the_dataset() -> None:
 
 
 def test_evaluate_on_protocol_uses_the_dataset_thresholds_and_ground_truth() -> None:
-    from tp2detr.data.builder import load_data
+    from tp2detr.data.bundle import load_data
 
     cfg = compose(["dataset=toy", "split.id=1"])
     protocol = load_data(cfg).protocol

@@ -48,3 +48,12 @@ def test_mutable_keys_are_prefixes():
     assert is_mutable("paths.output_dir") and is_mutable("trainer.divergence.factor")
     assert not is_mutable("optim.lr") and not is_mutable("trainer.precision") and not is_mutable("pathsx")
     assert "optim.epochs" in MUTABLE_KEYS
+
+
+def test_a_checkpoint_written_before_a_key_existed_resumes_when_the_key_keeps_the_old_behaviour():
+    stored = {"dataset": {"evaluation": {"nms_threshold": None}}}
+    same = {"dataset": {"evaluation": {"nms_threshold": None, "stitch_deduplicate": False}}}
+    assert resume_changes(stored, same, "last.pt") == []
+    other = {"dataset": {"evaluation": {"nms_threshold": None, "stitch_deduplicate": True}}}
+    with pytest.raises(ConfigError, match="dataset.evaluation.stitch_deduplicate: checkpoint False, now True"):
+        resume_changes(stored, other, "last.pt")

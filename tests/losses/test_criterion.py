@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from tp2detr.losses.criterion import SetCriterion, weighted_total
-from tp2detr.losses.hungarian_matcher import HungarianMatcher
+from tp2detr.losses.criterion import weighted_total
+from released_config import released_criterion, released_matcher
 
 NUM_LAYERS, BATCH, QUERIES, LENGTH = 4, 3, 8, 16
 
@@ -64,7 +64,7 @@ def reference_total(
     outputs, targets, salient_target, salient_valid, weight_actionness: float = 3.0
 ) -> float:
     """The released objective written out with plain Python loops (docs/fidelity.md §3, §4)."""
-    matcher = HungarianMatcher()
+    matcher = released_matcher()
     segments = [target["segments"] for target in targets]
     num_boxes = max(sum(len(s) for s in segments), 1)
     total = 0.0
@@ -113,7 +113,7 @@ def expected_keys(num_layers: int, aux: bool, heads: tuple[str, ...] = ("fpn", "
 @pytest.mark.parametrize("seed", [0, 1])
 def test_total_equals_the_written_out_objective(seed: int) -> None:
     outputs, targets, salient_target, salient_valid = make_batch(seed)
-    result = SetCriterion()(outputs, targets, salient_target, salient_valid)
+    result = released_criterion()(outputs, targets, salient_target, salient_valid)
     assert result.total.item() == pytest.approx(
         reference_total(outputs, targets, salient_target, salient_valid), rel=1e-10
     )
@@ -121,7 +121,7 @@ def test_total_equals_the_written_out_objective(seed: int) -> None:
 
 def test_no_term_is_dropped_from_the_total() -> None:
     outputs, targets, salient_target, salient_valid = make_batch(2)
-    result = SetCriterion()(outputs, targets, salient_target, salient_valid)
+    result = released_criterion()(outputs, targets, salient_target, salient_valid)
     assert set(result.terms) == expected_keys(NUM_LAYERS, aux=True)
     assert set(result.weights) == set(result.terms)
     recomputed = sum(result.weights[key] * result.terms[key].item() for key in result.terms)
@@ -132,7 +132,7 @@ def test_no_term_is_dropped_from_the_total() -> None:
 
 def test_weights_are_the_released_defaults() -> None:
     outputs, targets, salient_target, salient_valid = make_batch(3)
-    weights = SetCriterion()(outputs, targets, salient_target, salient_valid).weights
+    weights = released_criterion()(outputs, targets, salient_target, salient_valid).weights
     for layer_suffix in [""] + [f"_{layer}" for layer in range(NUM_LAYERS - 1)]:
         assert weights["loss_l1" + layer_suffix] == 5.0
         assert weights["loss_iou" + layer_suffix] == 2.0
@@ -143,8 +143,8 @@ def test_weights_are_the_released_defaults() -> None:
 
 def test_paper_actionness_weight_changes_only_that_weight() -> None:
     outputs, targets, salient_target, salient_valid = make_batch(4)
-    released = SetCriterion()(outputs, targets, salient_target, salient_valid)
-    paper = SetCriterion(weight_actionness=2.0)(outputs, targets, salient_target, salient_valid)
+    released = released_criterion()(outputs, targets, salient_target, salient_valid)
+    paper = released_criterion(weight_actionness=2.0)(outputs, targets, salient_target, salient_valid)
     for key in released.terms:
         assert torch.equal(released.terms[key], paper.terms[key])
         expected = 2.0 if key.startswith("loss_actionness") else released.weights[key]
@@ -166,8 +166,8 @@ def test_weighted_total_rejects_unweighted_terms() -> None:
 
 def test_aux_loss_off_keeps_only_the_last_layer() -> None:
     outputs, targets, salient_target, salient_valid = make_batch(5)
-    with_aux = SetCriterion()(outputs, targets, salient_target, salient_valid)
-    without = SetCriterion(aux_loss=False)(outputs, targets, salient_target, salient_valid)
+    with_aux = released_criterion()(outputs, targets, salient_target, salient_valid)
+    without = released_criterion(aux_loss=False)(outputs, targets, salient_target, salient_valid)
     assert set(without.terms) == expected_keys(NUM_LAYERS, aux=False)
     for key in without.terms:
         assert torch.equal(without.terms[key], with_aux.terms[key])
@@ -198,7 +198,7 @@ def test_perfect_predictions_give_zero_losses_in_every_layer() -> None:
     _, targets, _, _ = make_batch(6, sizes=(3, 1, 2))
     # Different query orders per layer: one shared matching would fail on the other layers.
     permutations = [torch.tensor(p) for p in ([0, 1, 2], [7, 6, 5], [3, 0, 6], [2, 5, 1])]
-    result = SetCriterion()(perfect_outputs(targets, permutations), targets)
+    result = released_criterion()(perfect_outputs(targets, permutations), targets)
     assert set(result.terms) == expected_keys(NUM_LAYERS, aux=True, heads=())
     for key, value in result.terms.items():
         assert value.item() == pytest.approx(0.0, abs=1e-9), key
@@ -210,16 +210,16 @@ def test_box_terms_are_normalised_by_the_number_of_ground_truth_segments() -> No
     outputs = perfect_outputs(targets, [torch.tensor([0, 1, 2])])
     with torch.no_grad():
         outputs["boxes"][0, 0, 0, 0] += 0.05  # shift one matched centre by 0.05
-    result = SetCriterion()(outputs, targets)
+    result = released_criterion()(outputs, targets)
     assert result.num_boxes == 5.0
     assert result.terms["loss_l1"].item() == pytest.approx(0.05 / 5.0, rel=1e-9)
-    overridden = SetCriterion()(outputs, targets, num_boxes=10.0)
+    overridden = released_criterion()(outputs, targets, num_boxes=10.0)
     assert overridden.terms["loss_l1"].item() == pytest.approx(0.05 / 10.0, rel=1e-9)
 
 
 def test_gradients_reach_boxes_actionness_and_both_salient_heads() -> None:
     outputs, targets, salient_target, salient_valid = make_batch(8)
-    SetCriterion()(outputs, targets, salient_target, salient_valid).total.backward()
+    released_criterion()(outputs, targets, salient_target, salient_valid).total.backward()
     for layer in range(NUM_LAYERS):
         assert outputs["boxes"].grad[layer].abs().sum() > 0, layer
         assert outputs["actionness"].grad[layer].abs().sum() > 0, layer
@@ -235,7 +235,7 @@ def test_gradients_reach_boxes_actionness_and_both_salient_heads() -> None:
 
 def test_salient_focal_bce_is_a_mean_over_the_padded_length() -> None:
     outputs, targets, salient_target, salient_valid = make_batch(9)
-    criterion = SetCriterion()
+    criterion = released_criterion()
     base = criterion(outputs, targets, salient_target, salient_valid)
     # Padding the time axis to twice its length halves the term (padding counts in the mean).
     padded = {key: value for key, value in outputs.items()}
@@ -254,8 +254,8 @@ def test_salient_focal_bce_is_a_mean_over_the_padded_length() -> None:
 
 def test_salient_bce_form_is_a_sum_over_valid_positions_and_changes_only_salient_terms() -> None:
     outputs, targets, salient_target, salient_valid = make_batch(10)
-    focal_result = SetCriterion()(outputs, targets, salient_target, salient_valid)
-    bce_result = SetCriterion(salient_loss_form="bce")(outputs, targets, salient_target, salient_valid)
+    focal_result = released_criterion()(outputs, targets, salient_target, salient_valid)
+    bce_result = released_criterion(salient_loss_form="bce")(outputs, targets, salient_target, salient_valid)
     assert set(focal_result.terms) == set(bce_result.terms)
     assert focal_result.weights == bce_result.weights
     num_boxes = sum(len(target["segments"]) for target in targets)
@@ -278,22 +278,22 @@ def test_salient_bce_form_is_a_sum_over_valid_positions_and_changes_only_salient
 def test_missing_salient_head_has_no_term() -> None:
     full_outputs, targets, salient_target, salient_valid = make_batch(11)
     outputs = {**full_outputs, "salient": {"fpn": None, "enc": full_outputs["salient"]["enc"]}}
-    result = SetCriterion()(outputs, targets, salient_target, salient_valid)
+    result = released_criterion()(outputs, targets, salient_target, salient_valid)
     assert "loss_salient_fpn" not in result.terms and "loss_salient_fpn" not in result.weights
     assert "loss_salient_enc" in result.terms
-    full = SetCriterion()(full_outputs, targets, salient_target, salient_valid)
+    full = released_criterion()(full_outputs, targets, salient_target, salient_valid)
     # Encoder-only mode: the total lacks exactly 3 · 0.5 · L_fpn.
     assert result.total.item() == pytest.approx(
         full.total.item() - 1.5 * full.terms["loss_salient_fpn"].item(), rel=1e-12
     )
     no_salient = {"boxes": outputs["boxes"], "actionness": outputs["actionness"]}
-    assert not any(key.startswith("loss_salient") for key in SetCriterion()(no_salient, targets).terms)
+    assert not any(key.startswith("loss_salient") for key in released_criterion()(no_salient, targets).terms)
 
 
 def test_empty_targets_do_not_give_nan() -> None:
     outputs, targets, salient_target, salient_valid = make_batch(12, sizes=(0, 0, 0))
     salient_target.zero_()
-    result = SetCriterion()(outputs, targets, salient_target, salient_valid)
+    result = released_criterion()(outputs, targets, salient_target, salient_valid)
     assert result.num_boxes == 1.0
     for key, value in result.terms.items():
         assert torch.isfinite(value), key
@@ -311,19 +311,19 @@ def test_empty_targets_do_not_give_nan() -> None:
 def test_invalid_inputs_raise() -> None:
     outputs, targets, salient_target, salient_valid = make_batch(13)
     with pytest.raises(ValueError, match="salient_loss_form"):
-        SetCriterion(salient_loss_form="dice")
+        released_criterion(salient_loss_form="dice")
     with pytest.raises(ValueError, match="weight_iou"):
-        SetCriterion(weight_iou=-1.0)
+        released_criterion(weight_iou=-1.0)
     with pytest.raises(ValueError, match="salient_target"):
-        SetCriterion()(outputs, targets)
+        released_criterion()(outputs, targets)
     with pytest.raises(ValueError, match="targets: expected 3 dicts"):
-        SetCriterion()(outputs, targets[:2], salient_target, salient_valid)
+        released_criterion()(outputs, targets[:2], salient_target, salient_valid)
     with pytest.raises(ValueError, match=r"targets\[0\]: expected a dict with key 'segments'"):
         renamed = [{"boxes": target["segments"]} for target in targets]
-        SetCriterion()(outputs, renamed, salient_target, salient_valid)
+        released_criterion()(outputs, renamed, salient_target, salient_valid)
     with pytest.raises(ValueError, match="salient_valid"):
-        SetCriterion()(outputs, targets, salient_target, salient_valid.float())
+        released_criterion()(outputs, targets, salient_target, salient_valid.float())
     with pytest.raises(ValueError, match=r"outputs\['actionness'\]"):
-        SetCriterion()({**outputs, "actionness": outputs["actionness"][:, :, :-1]}, targets)
+        released_criterion()({**outputs, "actionness": outputs["actionness"][:, :, :-1]}, targets)
     with pytest.raises(ValueError, match="num_boxes"):
-        SetCriterion()(outputs, targets, salient_target, salient_valid, num_boxes=0)
+        released_criterion()(outputs, targets, salient_target, salient_valid, num_boxes=0)

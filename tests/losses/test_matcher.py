@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tp2detr.losses.hungarian_matcher import HungarianMatcher
+from released_config import released_matcher
 
 
 def random_batch(
@@ -44,7 +44,7 @@ def test_cost_matches_the_released_formula_including_clamping() -> None:
     boxes = torch.tensor([[[0.9, 0.4], [0.3, 0.2], [0.5, 0.05]]], dtype=torch.float64)
     logits = torch.tensor([[1.5, -0.7, 0.0]], dtype=torch.float64)
     gt = torch.tensor([[0.8, 0.2], [0.25, 0.3]], dtype=torch.float64)
-    (cost,) = HungarianMatcher().cost_matrices(boxes, logits, [gt])
+    (cost,) = released_matcher().cost_matrices(boxes, logits, [gt])
     assert cost.shape == (3, 2)
     for i in range(3):
         for j in range(2):
@@ -52,7 +52,7 @@ def test_cost_matches_the_released_formula_including_clamping() -> None:
             expected = reference_cost(box, logits[0, i].item(), truth)
             assert cost[i, j].item() == pytest.approx(expected, abs=1e-9)
     # The IoU part uses the clamped prediction: IoU([0.7, 1.0], [0.7, 0.9]) = 2/3, not 1/2.
-    iou_only = HungarianMatcher(cost_l1=0, cost_iou=1, cost_focal=0).cost_matrices(
+    iou_only = released_matcher(cost_l1=0, cost_iou=1, cost_focal=0).cost_matrices(
         boxes, logits, [gt]
     )[0]
     assert iou_only[0, 0].item() == pytest.approx(-2.0 / 3.0, abs=1e-9)
@@ -62,7 +62,7 @@ def test_each_cost_weight_scales_its_own_term() -> None:
     generator = torch.Generator().manual_seed(1)
     boxes, logits, targets = random_batch(generator, 6, [3])
     def costs(l1: float, iou: float, focal: float) -> torch.Tensor:
-        matcher = HungarianMatcher(cost_l1=l1, cost_iou=iou, cost_focal=focal)
+        matcher = released_matcher(cost_l1=l1, cost_iou=iou, cost_focal=focal)
         return matcher.cost_matrices(boxes, logits, targets)[0]
 
     l1, iou, focal = costs(1, 0, 0), costs(0, 1, 0), costs(0, 0, 1)
@@ -73,7 +73,7 @@ def test_each_cost_weight_scales_its_own_term() -> None:
     full = costs(5, 2, 2)
     torch.testing.assert_close(full, 5 * l1 + 2 * iou + 2 * focal)
     # Defaults are 5 / 2 / 2.
-    torch.testing.assert_close(HungarianMatcher().cost_matrices(boxes, logits, targets)[0], full)
+    torch.testing.assert_close(released_matcher().cost_matrices(boxes, logits, targets)[0], full)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -82,7 +82,7 @@ def test_batched_equals_one_by_one(seed: int) -> None:
     sizes = torch.randint(0, 6, (5,), generator=generator).tolist()
     sizes[seed % 5] = 0  # always at least one item without ground truth
     boxes, logits, targets = random_batch(generator, 8, sizes)
-    matcher = HungarianMatcher()
+    matcher = released_matcher()
     batched = matcher(boxes, logits, targets)
     assert len(batched) == len(sizes)
     for item, (pred_idx, gt_idx) in enumerate(batched):
@@ -99,7 +99,7 @@ def test_assignment_is_optimal_against_brute_force(seed: int) -> None:
     num_queries = int(torch.randint(1, 6, (1,), generator=generator))
     num_gt = int(torch.randint(1, num_queries + 1, (1,), generator=generator))
     boxes, logits, targets = random_batch(generator, num_queries, [num_gt])
-    matcher = HungarianMatcher()
+    matcher = released_matcher()
     cost = matcher.cost_matrices(boxes, logits, targets)[0]
     best = min(
         sum(cost[query, gt].item() for gt, query in enumerate(assignment))
@@ -118,7 +118,7 @@ def test_recovers_a_permutation_of_exact_predictions() -> None:
     boxes = torch.tensor([[0.5, 0.9]]).repeat(6, 1)
     boxes[permutation] = gt
     logits = torch.zeros(1, 6)
-    pred_idx, gt_idx = HungarianMatcher()(boxes[None], logits, [gt])[0]
+    pred_idx, gt_idx = released_matcher()(boxes[None], logits, [gt])[0]
     assert torch.equal(permutation[gt_idx], pred_idx)
     assert torch.equal(pred_idx, pred_idx.sort().values)
 
@@ -126,7 +126,7 @@ def test_recovers_a_permutation_of_exact_predictions() -> None:
 def test_more_ground_truth_than_queries_matches_every_query() -> None:
     generator = torch.Generator().manual_seed(3)
     boxes, logits, targets = random_batch(generator, 2, [5])
-    pred_idx, gt_idx = HungarianMatcher()(boxes, logits, targets)[0]
+    pred_idx, gt_idx = released_matcher()(boxes, logits, targets)[0]
     assert pred_idx.tolist() == [0, 1]
     assert len(set(gt_idx.tolist())) == 2
 
@@ -134,19 +134,19 @@ def test_more_ground_truth_than_queries_matches_every_query() -> None:
 def test_empty_targets_give_empty_indices() -> None:
     generator = torch.Generator().manual_seed(4)
     boxes, logits, targets = random_batch(generator, 4, [0, 0])
-    for pred_idx, gt_idx in HungarianMatcher()(boxes, logits, targets):
+    for pred_idx, gt_idx in released_matcher()(boxes, logits, targets):
         assert pred_idx.shape == (0,) and gt_idx.shape == (0,)
         assert pred_idx.dtype == torch.int64 and gt_idx.dtype == torch.int64
-    costs = HungarianMatcher().cost_matrices(boxes, logits, targets)
+    costs = released_matcher().cost_matrices(boxes, logits, targets)
     assert [tuple(cost.shape) for cost in costs] == [(4, 0), (4, 0)]
 
 
 def test_invalid_inputs_raise() -> None:
     with pytest.raises(ValueError, match="all cost weights are 0"):
-        HungarianMatcher(cost_l1=0, cost_iou=0, cost_focal=0)
+        released_matcher(cost_l1=0, cost_iou=0, cost_focal=0)
     with pytest.raises(ValueError, match="cost_iou"):
-        HungarianMatcher(cost_iou=-1)
-    matcher = HungarianMatcher()
+        released_matcher(cost_iou=-1)
+    matcher = released_matcher()
     boxes = torch.rand(2, 3, 2)
     with pytest.raises(ValueError, match="one segment tensor per batch item"):
         matcher(boxes, torch.zeros(2, 3), [torch.rand(1, 2)])

@@ -12,7 +12,7 @@ import torch
 
 from tp2detr.config import compose
 from tp2detr.evaluation import average_precision_detection
-from tp2detr.losses.builder import build_criterion
+from tp2detr.losses.criterion import build_criterion
 from tp2detr.models.builder import build_model, parameter_breakdown
 
 TFPNS = ["none", "direct", "cnn", "sgp", "transformer"]
@@ -139,7 +139,8 @@ def test_count_params_script(capsys):
 
 
 def test_tiny_model_overfits_one_toy_window(tmp_path):
-    from tp2detr.data.builder import build_dataset, load_data, make_synthetic_features
+    from tp2detr.data.bundle import load_data
+    from tp2detr.data.feature_setup import build_dataset, make_synthetic_features
     from tp2detr.data.dataset import collate_samples
 
     cfg = small_cfg(f"paths.feature_dir={tmp_path}", "model.dropout=0.0", "tfpn.proj_dropout=0.0",

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from tp2detr.models.heads import BoxMLP, PredictionHeads, apply_box_delta, inverse_sigmoid
-from tp2detr.models.transformer import DeformableTransformer
+from tp2detr.models.heads import BoxMLP, apply_box_delta, inverse_sigmoid
+from released_config import config_heads, config_transformer
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -16,11 +16,11 @@ def _count(module: torch.nn.Module) -> int:
 
 
 def test_parameter_counts() -> None:
-    heads = PredictionHeads(d_model=512, n_decoder_layers=5)
+    heads = config_heads(d_model=512, n_decoder_layers=5)
     assert _count(BoxMLP(512)) == 526_338
     assert _count(heads.bbox) == 2_631_690
     assert _count(heads.actionness) == 2_565
-    shared = PredictionHeads(d_model=512, n_decoder_layers=5, separate=False)
+    shared = config_heads(d_model=512, n_decoder_layers=5, separate=False)
     assert _count(shared) == 526_338 + 513
 
 
@@ -33,7 +33,7 @@ def test_box_mlp_structure() -> None:
 
 
 def test_init() -> None:
-    heads = PredictionHeads(d_model=16, n_decoder_layers=4)
+    heads = config_heads(d_model=16, n_decoder_layers=4)
     for layer, mlp in enumerate(heads.bbox):
         assert torch.count_nonzero(mlp.layers[-1].weight) == 0
         expected_bias = torch.tensor([0.0, -2.0 if layer == 0 else 0.0])
@@ -41,14 +41,14 @@ def test_init() -> None:
         assert torch.count_nonzero(mlp.layers[0].weight) > 0  # hidden layers keep PyTorch's init
     for action in heads.actionness:
         torch.testing.assert_close(action.bias.detach(), torch.tensor([-math.log(99.0)]))
-    shared = PredictionHeads(d_model=16, n_decoder_layers=4, separate=False)
+    shared = config_heads(d_model=16, n_decoder_layers=4, separate=False)
     assert len(shared.bbox) == len(shared.actionness) == 1
     torch.testing.assert_close(shared.bbox[0].layers[-1].bias.detach(), torch.tensor([0.0, -2.0]))
 
 
 def test_released_init_copies_one_head_to_every_layer_and_independent_does_not() -> None:
     torch.manual_seed(0)
-    heads = PredictionHeads(d_model=16, n_decoder_layers=4)  # init="shared", as released
+    heads = config_heads(d_model=16, n_decoder_layers=4)  # init="shared", as released
     for layer in range(1, 4):
         for a, b in zip(heads.bbox[0].layers, heads.bbox[layer].layers):
             torch.testing.assert_close(a.weight, b.weight)
@@ -56,11 +56,11 @@ def test_released_init_copies_one_head_to_every_layer_and_independent_does_not()
         torch.testing.assert_close(heads.actionness[0].weight, heads.actionness[layer].weight)
         torch.testing.assert_close(heads.bbox[layer].layers[-1].bias.detach(), torch.tensor([0.0, 0.0]))
     torch.testing.assert_close(heads.bbox[0].layers[-1].bias.detach(), torch.tensor([0.0, -2.0]))
-    independent = PredictionHeads(d_model=16, n_decoder_layers=4, init="independent")
+    independent = config_heads(d_model=16, n_decoder_layers=4, init="independent")
     assert not torch.equal(independent.bbox[0].layers[0].weight, independent.bbox[1].layers[0].weight)
     assert not torch.equal(independent.actionness[0].weight, independent.actionness[1].weight)
     with pytest.raises(ValueError, match="init"):
-        PredictionHeads(d_model=16, n_decoder_layers=2, init="random")
+        config_heads(d_model=16, n_decoder_layers=2, init="random")
 
 
 def test_inverse_sigmoid() -> None:
@@ -90,7 +90,7 @@ def test_apply_box_delta_rules() -> None:
 def test_boxes_at_init_and_per_layer_heads() -> None:
     """At init the deltas are zero except layer 0's width bias: layer 0 predicts (ref_c, σ(−2)),
     later layers reproduce their 2-D reference."""
-    heads = PredictionHeads(d_model=16, n_decoder_layers=3)
+    heads = config_heads(d_model=16, n_decoder_layers=3)
     hs = torch.randn(3, 2, 4, 16)
     references = [torch.rand(2, 4, 1), torch.rand(2, 4, 2), torch.rand(2, 4, 2)]
     out = heads(hs, references)
@@ -110,7 +110,7 @@ def test_boxes_at_init_and_per_layer_heads() -> None:
 
 
 def test_shared_heads_use_one_module_for_every_layer() -> None:
-    heads = PredictionHeads(d_model=16, n_decoder_layers=3, separate=False)
+    heads = config_heads(d_model=16, n_decoder_layers=3, separate=False)
     with torch.no_grad():
         heads.bbox[0].layers[-1].weight.normal_()
     hidden = torch.randn(2, 4, 16)
@@ -126,11 +126,11 @@ def test_no_dead_parameters(box_refine: bool, separate: bool) -> None:
     weights (last box layers, sampling offsets, attention logits) are moved off zero, every
     gradient is non-zero."""
     torch.manual_seed(0)
-    transformer = DeformableTransformer(
-        d_model=32, n_heads=4, n_levels=2, n_encoder_layers=1, n_decoder_layers=2,
+    transformer = config_transformer(
+        d_model=32, n_heads=4, num_levels=2, n_encoder_layers=1, n_decoder_layers=2,
         dim_feedforward=48, encoder_points=2, decoder_points=2, num_queries=5, box_refine=box_refine,
     )
-    heads = PredictionHeads(d_model=32, n_decoder_layers=2, separate=separate)
+    heads = config_heads(d_model=32, n_decoder_layers=2, separate=separate)
     named = list(transformer.named_parameters()) + [(f"heads.{n}", p) for n, p in heads.named_parameters()]
     srcs = [torch.randn(2, 32, 8), torch.randn(2, 32, 4)]
     masks = [torch.arange(8)[None] >= torch.tensor([[8], [5]]), torch.arange(4)[None] >= torch.tensor([[4], [3]])]

@@ -10,11 +10,11 @@ from tp2detr.models.salient import (
     SALIENT_FUSIONS,
     SALIENT_UPSAMPLING,
     PerScaleConvSalientHead,
-    SalientHeads,
     UnifiedMLPSalientHead,
     split_memory_levels,
     upsample_to,
 )
+from released_config import config_salient
 
 C = 16
 LEVELS = 4
@@ -27,12 +27,12 @@ def pyramid(seed: int, batch: int = 2, length: int = T, channels: int = C) -> li
 
 
 def test_unified_mlp_parameter_count_at_paper_size():
-    head = SalientHeads(d_model=512, num_levels=4)
+    head = config_salient(d_model=512, num_levels=4)
     assert sum(p.numel() for p in head.parameters()) == 1_049_601
 
 
 def test_off_has_no_parameters_and_returns_nones():
-    heads = SalientHeads(d_model=C, num_levels=LEVELS, mode="off").train()
+    heads = config_salient(d_model=C, num_levels=LEVELS, mode="off").train()
     assert sum(p.numel() for p in heads.parameters()) == 0
     assert heads(pyramid(0), pyramid(1), T) == {"fpn": None, "enc": None}
 
@@ -42,7 +42,7 @@ def test_off_has_no_parameters_and_returns_nones():
 @pytest.mark.parametrize("upsample", SALIENT_UPSAMPLING)
 def test_shapes_for_every_design_fusion_upsample(design, fusion, upsample):
     torch.manual_seed(0)
-    heads = SalientHeads(C, LEVELS, mode="both", design=design, fusion=fusion, upsample=upsample)
+    heads = config_salient(C, LEVELS, mode="both", design=design, fusion=fusion, upsample=upsample)
     out = heads.train()(pyramid(0), pyramid(1), T)
     assert out["fpn"].shape == (2, T) and out["enc"].shape == (2, T)
     assert torch.isfinite(out["fpn"]).all() and torch.isfinite(out["enc"]).all()
@@ -50,14 +50,14 @@ def test_shapes_for_every_design_fusion_upsample(design, fusion, upsample):
 
 
 def test_encoder_only_mode():
-    heads = SalientHeads(C, LEVELS, mode="encoder_only").train()
+    heads = config_salient(C, LEVELS, mode="encoder_only").train()
     out = heads(None, pyramid(1), T)
     assert out["fpn"] is None and out["enc"].shape == (2, T)
 
 
 def test_heads_share_weights():
     torch.manual_seed(0)
-    heads = SalientHeads(C, LEVELS).train()
+    heads = config_salient(C, LEVELS).train()
     levels = pyramid(3)
     out = heads(levels, [lv.clone() for lv in levels], T)
     assert torch.equal(out["fpn"], out["enc"])
@@ -66,9 +66,9 @@ def test_heads_share_weights():
 @pytest.mark.parametrize("design", ["mlp", "cnn"])
 def test_nearest_and_linear_upsampling_differ(design):
     torch.manual_seed(0)
-    nearest = SalientHeads(C, LEVELS, design=design, upsample="nearest").train()
+    nearest = config_salient(C, LEVELS, design=design, upsample="nearest").train()
     torch.manual_seed(0)
-    linear = SalientHeads(C, LEVELS, design=design, upsample="linear").train()
+    linear = config_salient(C, LEVELS, design=design, upsample="linear").train()
     levels = pyramid(4)
     a = nearest(levels, levels, T)["enc"]
     b = linear(levels, levels, T)["enc"]
@@ -154,7 +154,7 @@ def test_per_scale_conv_head_structure():
 
 def test_adaptive_weights_get_gradients():
     torch.manual_seed(0)
-    heads = SalientHeads(C, LEVELS, design="cnn", fusion="adaptive").train()
+    heads = config_salient(C, LEVELS, design="cnn", fusion="adaptive").train()
     out = heads(pyramid(8), pyramid(9), T)
     (out["fpn"].pow(2).sum() + out["enc"].pow(2).sum()).backward()
     grad = heads.head.fusion_weights.grad
@@ -162,7 +162,7 @@ def test_adaptive_weights_get_gradients():
 
 
 def test_eval_mode_skips_work_unless_asked():
-    heads = SalientHeads(C, LEVELS).eval()
+    heads = config_salient(C, LEVELS).eval()
     bad_levels = [torch.randn(1, C + 1, 4)]  # would raise if the head ran
     assert heads(bad_levels, bad_levels, T) == {"fpn": None, "enc": None}
     out = heads(pyramid(0), pyramid(1), T, compute_in_eval=True)
@@ -189,11 +189,11 @@ def test_split_memory_levels_round_trip():
 )
 def test_invalid_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        SalientHeads(C, LEVELS, **kwargs)
+        config_salient(C, LEVELS, **kwargs)
 
 
 def test_wrong_level_inputs():
-    heads = SalientHeads(C, LEVELS).train()
+    heads = config_salient(C, LEVELS).train()
     with pytest.raises(ValueError, match="tfpn_levels: expected 4 levels"):
         heads(pyramid(0)[:3], pyramid(1), T)
     with pytest.raises(ValueError, match="encoder_levels: expected 4 levels"):

@@ -15,11 +15,8 @@ from tp2detr.models.local_attention import (
     banded_attention,
 )
 from tp2detr.models.sgp import SGPBlock, masked_group_norm, sgp_long_kernel
-from tp2detr.models.tfpn import (
-    TFPN_NAMES,
-    ConvPyramid,
-    build_tfpn,
-)
+from released_config import config_tfpn
+from tp2detr.models.tfpn import TFPN_NAMES, ConvPyramid
 from tp2detr.models.tfpn_blocks import ChannelLayerNorm, keep_even
 
 SMALL_C = 32
@@ -35,7 +32,7 @@ def small_tfpn(name: str, seed: int = 0, **kwargs) -> nn.Module:
         kwargs.setdefault("num_levels", 1)
     kwargs.setdefault("num_heads", 4)
     kwargs.setdefault("sgp_mlp_dim", 48)
-    model = build_tfpn(name, d_model=SMALL_C, **kwargs)
+    model = config_tfpn(name, d_model=SMALL_C, **kwargs)
     randomise_affine(model, seed)
     return model.eval()
 
@@ -79,7 +76,7 @@ def dense_reference(q, k, v, mask, half_window):
     ],
 )
 def test_parameter_counts_match_released_model(name, kwargs, expected):
-    model = build_tfpn(name, **kwargs)
+    model = config_tfpn(name, **kwargs)
     assert n_params(model) == expected
     assert all(p.requires_grad for p in model.parameters())
 
@@ -135,9 +132,9 @@ def test_required_length_multiple(name):
 
 
 def test_length_multiple_follows_levels():
-    model = build_tfpn("transformer", d_model=SMALL_C, num_levels=5, num_heads=4)
+    model = config_tfpn("transformer", d_model=SMALL_C, num_levels=5, num_heads=4)
     assert model.required_length_multiple() == 16
-    model = build_tfpn("direct", d_model=SMALL_C, num_levels=4, stem_layers=2)
+    model = config_tfpn("direct", d_model=SMALL_C, num_levels=4, stem_layers=2)
     assert model.required_length_multiple() == 4
 
 
@@ -156,7 +153,7 @@ def test_none_is_raw_features_and_direct_keeps_even_indices():
 
 
 def test_direct_repeats_stem_level():
-    model = build_tfpn("direct", d_model=SMALL_C, num_levels=3, stem_layers=2)
+    model = config_tfpn("direct", d_model=SMALL_C, num_levels=3, stem_layers=2)
     x = torch.randn(1, SMALL_C, 8)
     levels, _ = model(x, torch.zeros(1, 8, dtype=torch.bool))
     assert [lv.shape[-1] for lv in levels] == [8, 8, 4]
@@ -455,7 +452,7 @@ def test_cnn_pyramid_matches_written_out_formula():
 
 
 def test_transformer_init_v0_zero_biases():
-    model = build_tfpn("transformer", d_model=SMALL_C, num_heads=4)
+    model = config_tfpn("transformer", d_model=SMALL_C, num_heads=4)
     for module in model.modules():
         if isinstance(module, (nn.Conv1d, nn.Linear)):
             assert torch.count_nonzero(module.bias) == 0
@@ -514,10 +511,10 @@ def test_transformer_dropout_active_only_in_training():
 
 
 def test_qkv_norm_switch_removes_norms():
-    model = build_tfpn("transformer", d_model=SMALL_C, num_heads=4, qkv_norm=False)
+    model = config_tfpn("transformer", d_model=SMALL_C, num_heads=4, qkv_norm=False)
     names = [n for n, _ in model.named_parameters()]
     assert not any("query_norm" in n or "key_norm" in n or "value_norm" in n for n in names)
-    with_norm = build_tfpn("transformer", d_model=SMALL_C, num_heads=4)
+    with_norm = config_tfpn("transformer", d_model=SMALL_C, num_heads=4)
     assert any("query_norm" in n for n, _ in with_norm.named_parameters())
 
 
@@ -529,7 +526,7 @@ def test_qkv_norm_switch_removes_norms():
     "kwargs, match",
     [
         ({"name": "fancy"}, "tfpn name"),
-        ({"name": "none"}, "num_levels 1"),
+        ({"name": "none", "num_levels": 4}, "num_levels 1"),
         ({"name": "cnn", "stem_layers": 2}, "stem_layers 1"),
         ({"name": "transformer", "window_size": 8}, "odd"),
         ({"name": "transformer", "num_heads": 5}, "divisible"),
@@ -539,8 +536,9 @@ def test_qkv_norm_switch_removes_norms():
 )
 def test_build_errors(kwargs, match):
     kwargs.setdefault("d_model", SMALL_C)
+    kwargs.setdefault("num_heads", 8)
     with pytest.raises(ValueError, match=match):
-        build_tfpn(**kwargs)
+        config_tfpn(**kwargs)
 
 
 def test_forward_input_errors():

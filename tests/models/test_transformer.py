@@ -10,13 +10,16 @@ import torch
 from tp2detr.models.decoder import DeformableDecoderLayer, scale_to_padded
 from tp2detr.models.deform_attn import MSDeformAttn1D
 from tp2detr.models.encoder import DeformableEncoderLayer, encoder_reference_points
-from tp2detr.models.heads import PredictionHeads, apply_box_delta, inverse_sigmoid
-from tp2detr.models.transformer import DeformableTransformer, valid_ratios_from_masks
+from tp2detr.models.heads import apply_box_delta, inverse_sigmoid
+from tp2detr.models.transformer import valid_ratios_from_masks
+from released_config import config_heads, config_transformer
 
 SMALL = dict(
     d_model=32, n_heads=4, n_levels=3, n_encoder_layers=2, n_decoder_layers=3,
     dim_feedforward=48, encoder_points=2, decoder_points=3, num_queries=6,
 )
+#: SMALL in config_transformer's arguments (num_levels for n_levels).
+SMALL_BUILD = {("num_levels" if k == "n_levels" else k): v for k, v in SMALL.items()}
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -36,8 +39,8 @@ def _levels(lengths, valid, d_model=32, seed=0):
 
 def _small_model(box_refine=True, seed=0):
     torch.manual_seed(seed)
-    transformer = DeformableTransformer(**SMALL, box_refine=box_refine).eval()
-    heads = PredictionHeads(d_model=32, n_decoder_layers=3).eval()
+    transformer = config_transformer(**SMALL_BUILD, box_refine=box_refine).eval()
+    heads = config_heads(d_model=32, n_decoder_layers=3).eval()
     with torch.no_grad():  # move the zero-initialised box deltas away from zero
         for mlp in heads.bbox:
             mlp.layers[-1].weight.normal_(std=0.3)
@@ -50,7 +53,7 @@ def _small_model(box_refine=True, seed=0):
 def test_parameter_counts_of_the_paper_config() -> None:
     assert _count(DeformableEncoderLayer()) == 2_758_400
     assert _count(DeformableDecoderLayer()) == 3_810_048
-    transformer = DeformableTransformer()
+    transformer = config_transformer()
     assert transformer.level_embed.numel() + _count(transformer.reference_points) == 2_561
     assert transformer.query_embed.weight.numel() == 40 * 1024 == 40_960
     assert _count(transformer.encoder) == 3 * 2_758_400
@@ -60,7 +63,7 @@ def test_parameter_counts_of_the_paper_config() -> None:
 
 def test_init() -> None:
     torch.manual_seed(0)
-    transformer = DeformableTransformer(**SMALL)
+    transformer = config_transformer(**SMALL_BUILD)
     attentions = [m for m in transformer.modules() if isinstance(m, MSDeformAttn1D)]
     assert len(attentions) == 2 + 3
     for attention in attentions:  # re-initialised after the xavier pass
@@ -236,7 +239,7 @@ def test_without_refinement_references_stay_the_initial_centers() -> None:
 def test_refinement_changes_the_later_layers_only() -> None:
     torch.manual_seed(0)
     with_refine, heads = _small_model(box_refine=True)
-    without = DeformableTransformer(**SMALL, box_refine=False).eval()
+    without = config_transformer(**SMALL_BUILD, box_refine=False).eval()
     without.load_state_dict(with_refine.state_dict())
     srcs, masks = _levels([16, 8, 4], [[16, 8, 4], [11, 6, 3]])
     a = with_refine(srcs, masks, heads.box_delta)

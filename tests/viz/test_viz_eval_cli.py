@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from tp2detr.cli.eval import main
 from tp2detr.config import compose
-from tp2detr.data.builder import load_data
+from tp2detr.data.bundle import load_data
 from tp2detr.evaluation import write_predictions
 from tp2detr.viz.canvas import file_stem
 from tp2detr.viz.report import example_videos
@@ -36,7 +36,8 @@ def _figure_names(videos: list[str], saliency: bool) -> set[str]:
 def test_plots_true_writes_every_figure(checkpoint: Path, tmp_path: Path, png_check,
                                         capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
-    assert main([f"ckpt={checkpoint}", f"out_dir={out}", "device=cpu", "plots=true", "plots_videos=2", *QUIET]) == 0
+    args = [f"ckpt={checkpoint}", f"out_dir={out}", "trainer.device=cpu", "plots=true", "plots_videos=2", *QUIET]
+    assert main(args) == 0
     assert "wrote 10 figures into" in capsys.readouterr().out
     videos = example_videos(load_data(compose(TINY)).protocol.eval_ground_truth, 2)
     expected = _figure_names(videos, saliency=True)
@@ -67,14 +68,14 @@ def test_predictions_mode_writes_the_figures_that_need_no_model(tmp_path: Path, 
 
 def test_plots_do_not_leak_into_the_checkpoint_config(checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    args = [f"ckpt={checkpoint}", f"out_dir={out}", "device=cpu", "plots=true", "plots_videos=0",
-            "eval.breakdown=false", *QUIET]
+    args = [f"ckpt={checkpoint}", f"out_dir={out}", "trainer.device=cpu", "plots=true", "plots_videos=0",
+            "trainer.breakdown=false", *QUIET]
     assert main(args) == 0
     config = OmegaConf.load(out / "eval_config.yaml")
     assert "plots" not in config and "plots_videos" not in config
     assert {p.name for p in (out / "plots").iterdir()} == GLOBAL_FIGURES - {"breakdown.png"}  # nothing to plot
     # plots=false (the default) writes none
     plain = tmp_path / "plain"
-    assert main([f"ckpt={checkpoint}", f"out_dir={plain}", "device=cpu", "eval.ar=false", *QUIET]) == 0
+    assert main([f"ckpt={checkpoint}", f"out_dir={plain}", "trainer.device=cpu", "trainer.ar=false", *QUIET]) == 0
     assert not (plain / "plots").exists()
     assert "figures" not in json.loads((plain / "eval_metrics.json").read_text())

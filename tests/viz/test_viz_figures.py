@@ -10,7 +10,6 @@ import torch
 
 from tp2detr.config import compose
 from tp2detr.data.annotations import load_annotations
-from tp2detr.losses.hungarian_matcher import HungarianMatcher
 from tp2detr.models.builder import build_model
 from tp2detr.viz.map_by_length_figure import breakdown_figure
 from tp2detr.viz.canvas import new_figure, save_png
@@ -25,6 +24,7 @@ from tp2detr.viz.proposal_timelines import (
     proposals_vs_ground_truth_figure,
 )
 from tp2detr.viz.saliency import saliency_figure, window_saliency
+from released_config import released_matcher
 
 RNG_SEED = 7
 
@@ -58,7 +58,7 @@ def test_save_png_is_atomic_and_refuses_other_formats(tmp_path: Path, png_check)
 
 def test_proposals_vs_ground_truth_and_timeline(tmp_path: Path, png_check) -> None:
     segments, scores, gt = _video()
-    figure = proposals_vs_ground_truth_figure(segments, scores, gt, 200.0, HungarianMatcher(), "video_a")
+    figure = proposals_vs_ground_truth_figure(segments, scores, gt, 200.0, released_matcher(), "video_a")
     assert "k = 8" in figure.get_suptitle()
     labels = [ax.get_ylabel() for ax in figure.axes[:3]]
     assert labels[0].startswith("ground truth") and "AvgIoU" in labels[1] and "matching cost" in labels[2]
@@ -68,7 +68,7 @@ def test_proposals_vs_ground_truth_and_timeline(tmp_path: Path, png_check) -> No
     with_gt = proposal_timeline_figure(segments, scores, top_k=None, ground_truth=gt, duration=200.0)
     png_check(save_png(with_gt, tmp_path / "t_gt.png"))
     with pytest.raises(ValueError, match="found no instance"):
-        proposals_vs_ground_truth_figure(segments, scores, np.zeros((0, 2)), 200.0, HungarianMatcher())
+        proposals_vs_ground_truth_figure(segments, scores, np.zeros((0, 2)), 200.0, released_matcher())
 
 
 def test_confidence_and_precision_recall(tmp_path: Path, png_check) -> None:

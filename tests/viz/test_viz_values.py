@@ -13,11 +13,10 @@ import torch
 
 from tp2detr.config import compose
 from tp2detr.data.annotations import load_annotations
-from tp2detr.data.builder import load_data
+from tp2detr.data.bundle import load_data
 from tp2detr.evaluation.evaluate import evaluate_proposals
 from tp2detr.errors import DataFormatError, MissingDataError
 from tp2detr.evaluation import average_precision_detection
-from tp2detr.losses.hungarian_matcher import HungarianMatcher
 from tp2detr.viz.map_by_length_figure import breakdown_runs, load_breakdown
 from tp2detr.viz.canvas import file_stem
 from tp2detr.viz.confidence import confidence_points, correlations
@@ -28,9 +27,9 @@ from tp2detr.viz.durations import (
     histogram_counts,
 )
 from tp2detr.viz.precision_recall import precision_recall_curves
+from tp2detr.losses.hungarian_matcher import build_matcher
 from tp2detr.viz.proposal_timelines import (
     assign_lanes,
-    matcher_from_config,
     mean_best_tiou,
     normalised_centre_width,
     score_logits,
@@ -38,6 +37,7 @@ from tp2detr.viz.proposal_timelines import (
     top_k_by_score,
 )
 from tp2detr.viz.report import example_videos
+from released_config import released_matcher
 
 # --- proposals: top-k by score and by Hungarian matching cost ------------------------------------------
 
@@ -54,7 +54,7 @@ def test_top_k_by_score_takes_the_best_scores_and_ignores_where_they_are() -> No
 
 
 def test_top_k_by_matching_cost_picks_each_ground_truths_obvious_proposal() -> None:
-    matcher = HungarianMatcher()
+    matcher = released_matcher()
     proposals, gts = top_k_by_matching_cost(PROPOSALS, SCORES, GT, 100.0, matcher)
     assert proposals.tolist() == [0, 1] and gts.tolist() == [0, 1]
     # the same assignment as the training matcher on the normalised (centre, width) inputs
@@ -74,14 +74,14 @@ def test_top_k_by_matching_cost_picks_each_ground_truths_obvious_proposal() -> N
 
 
 def test_matching_cost_weights_come_from_the_config() -> None:
-    matcher = matcher_from_config(compose([]).loss.matcher)
+    matcher = build_matcher(compose([]).loss.matcher)
     assert (matcher.cost_l1, matcher.cost_iou, matcher.cost_focal) == (5.0, 2.0, 2.0)
     # only the focal cost: the two highest scores win, wherever they are
-    focal_only = HungarianMatcher(cost_l1=0.0, cost_iou=0.0, cost_focal=1.0)
+    focal_only = released_matcher(cost_l1=0.0, cost_iou=0.0, cost_focal=1.0)
     proposals, _ = top_k_by_matching_cost(PROPOSALS, SCORES, GT, 100.0, focal_only)
     assert sorted(proposals.tolist()) == [2, 3]
     with pytest.raises(ValueError, match="loss.matcher: missing"):
-        matcher_from_config({"cost_l1": 5})
+        build_matcher({"cost_l1": 5})
 
 
 def test_score_logits_invert_the_sigmoid_and_survive_0_and_1() -> None:
@@ -247,7 +247,7 @@ def test_breakdown_is_read_from_eval_and_training_metrics(tmp_path: Path) -> Non
     assert list(runs) == ["demo toy 50_50/0", "demo toy 50_50/0 #2"]
     assert list(breakdown_runs([run, evaluated], labels=["x", "y"])) == ["x", "y"]
     (run / "metrics.json").write_text(json.dumps({"selected": {"eval": {"breakdown": None}}}))
-    with pytest.raises(DataFormatError, match="eval.breakdown=true"):
+    with pytest.raises(DataFormatError, match="trainer.breakdown=true"):
         load_breakdown(run)
     with pytest.raises(MissingDataError, match="no eval_metrics.json or metrics.json"):
         load_breakdown(tmp_path)

@@ -5,16 +5,21 @@
     python eval.py predictions=results.json dataset=thumos14 split=50_50 split.id=3
 
 **Checkpoint mode** (``ckpt=``): the model and data are built from the config stored in the
-checkpoint; only the keys given on the command line are applied on top of it (a group choice such
-as ``dataset=thumos14`` replaces the whole group; ``~key`` deletes). Keys of ``configs/eval.yaml``
-itself (``device``, ``precision``, ``eval.*``, ``out_dir``) are settings of this command, never of
-the checkpoint. Paths under the checkpoint's repository root that do not exist here are looked up
-under this repository. The model must match the checkpoint's weights key for key (else the
-mismatched keys are listed). The protocol's evaluation windows are run through the model, the
-proposals stitched (THUMOS) and evaluated.
+checkpoint; only the keys given on the command line are applied on top of it
+(:mod:`tp2detr.stored_config`: a group choice such as ``dataset=thumos14`` replaces the whole
+group; ``~key`` deletes). How it runs is read from that config too: ``trainer.device``,
+``trainer.precision``, ``trainer.eval_batch_size``, ``trainer.ar``, ``trainer.breakdown`` and
+``dataset.evaluation.{nms_threshold, stitch_deduplicate}`` are the stored run's unless given
+(``python eval.py ckpt=PATH trainer.device=cpu trainer.precision=fp32``). Keys of
+``configs/eval.yaml`` itself (:data:`APP_KEYS`: ``ckpt``, ``out_dir``, ``plots``, ...) are settings
+of this command, never of the checkpoint. Paths under the checkpoint's repository root that do not
+exist here are looked up under this repository. The model must match the checkpoint's weights key
+for key (else the mismatched keys are listed). The protocol's evaluation windows are run through
+the model, the proposals stitched (THUMOS) and evaluated.
 
 **Predictions mode** (``predictions=``): an ActivityNet-style results file is evaluated against
-the protocol's ground truth of ``dataset`` / ``split`` (no model, no features needed).
+the protocol's ground truth of ``dataset`` / ``split`` (no model, no features needed), with the
+composed config's ``trainer.ar`` and ``trainer.breakdown``.
 
 Written to ``out_dir`` (default: the Hydra run folder ``outputs/eval/<date>/<time>``):
 ``predictions.json`` (checkpoint mode; every evaluation video, ActivityNet results format),
@@ -23,14 +28,14 @@ Hydra's ``.hydra/`` and ``eval.log``. The Table-1 style metrics table is printed
 ``plots=true``, the figures of :mod:`tp2detr.viz.report` go into ``plots/`` (the saliency figures
 need a model: checkpoint mode only) and are listed under ``"figures"``.
 
-Exit status: 0 on success; 2 on bad input (one ``error: ...`` line on stderr); Hydra's own
-errors (unknown group choice, unknown key) exit with 1.
+Exit status: 0 on success; 2 on bad input (one ``error: ...`` line on stderr), a key the command
+does not have (an unknown key or group choice, or one of :data:`MOVED_KEYS`, named with its
+replacement) included.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -38,148 +43,31 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tp2detr.cli.hydra_app import USER_ERRORS, report_error, run_hydra_command
+from tp2detr.stored_config import refuse_moved_keys
 from tp2detr.config_checks import check_config
-from tp2detr.config import CONFIG_DIR, repo_root
-from tp2detr.errors import ConfigError, TP2DETRError
+from tp2detr.errors import ConfigError
 from tp2detr.io import atomic_open, atomic_write_json
 
 log = logging.getLogger("tp2detr.eval")
 
 #: Top-level keys of ``configs/eval.yaml`` that configure this command, not the evaluated model.
-APP_KEYS = frozenset({"ckpt", "predictions", "out_dir", "device", "precision", "eval", "plots", "plots_videos"})
+APP_KEYS = frozenset({"ckpt", "predictions", "out_dir", "plots", "plots_videos"})
 #: Errors that mean bad input (exit status 2): the project's own (``CheckpointError`` included),
 #: unreadable or unwritable paths, and config keys that cannot be read. Anything else is a bug.
 BAD_INPUT_ERRORS = (*USER_ERRORS, OmegaConfBaseException)
-#: Prefixes a wrapped model adds to its state_dict keys (DDP, ``torch.compile``).
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def _is_config_group(key: str) -> bool:
-    return "." not in key and (CONFIG_DIR / key).is_dir()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
-def _delete_key(config: DictConfig, key: str) -> None:
-    parent_key, _, leaf = key.rpartition(".")
-    parent = OmegaConf.select(config, parent_key) if parent_key else config
-    if not isinstance(parent, DictConfig) or leaf not in parent:
-        raise ConfigError(f"override ~{key}: the checkpoint's config has no key {key!r}, expected an existing key")
-    del parent[leaf]
-
-
-def apply_overrides(stored: DictConfig, composed: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """The checkpoint's config with the command-line ``overrides`` applied on top.
-
-    Each override's value is taken, resolved, from ``composed`` (Hydra's composition of
-    ``configs/eval.yaml`` with the same overrides), so values are parsed exactly as Hydra parses
-    them. A group choice (``dataset=toy``) replaces the whole group node; ``key=value`` /
-    ``+key=value`` / ``++key=value`` set one key; ``~key`` deletes it. Overrides of
-    :data:`APP_KEYS` and ``hydra.*`` are skipped.
-
-    Args:
-        stored: the checkpoint's resolved config.
-        composed: the command's composed config.
-        overrides: Hydra override strings, in command-line order.
-
-    Returns:
-        A new config; ``stored`` is not modified.
-
-    Raises:
-        ValueError: ``experiment=`` (a preset cannot be applied to a stored config) or ``~key``
-            of a key the checkpoint's config lacks.
-    """
-    config = OmegaConf.create(OmegaConf.to_container(stored, resolve=True))
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
-        key = override.key_or_group
-        top = key.split(".")[0].split("/")[0]
-        if top in APP_KEYS or top == "hydra":
-            continue
-        if key == "experiment":
-            raise ConfigError(
-                "override experiment=...: a preset cannot be applied to a checkpoint's stored config; "
-                "expected single keys (e.g. split.id=3) or group choices (e.g. dataset=thumos14)"
-            )
-        if override.is_delete():
-            _delete_key(config, key)
-            continue
-        value = _plain(composed[key]) if _is_config_group(key) else _plain(OmegaConf.select(composed, key))
-        OmegaConf.update(config, key, value, merge=False, force_add=True)
-        log.info("checkpoint config: %s set from the command line", key)
-        if top == "paths":
-            log.warning(
-                "checkpoint config: %s changes that key only; the stored config holds resolved paths, so "
-                "override dataset.features.path / dataset.annotations to move the inputs",
-                key,
-            )
-    return config
-
-
-def _under(value: object, root: str) -> bool:
-    return isinstance(value, str) and (value == root or value.startswith(root + "/"))
-
-
-def rebase_paths(config: DictConfig, new_root: str) -> int:
-    """Move paths under the checkpoint's ``paths.root_dir`` that do not exist to ``new_root``.
-
-    A checkpoint stores resolved absolute paths of the machine it was trained on. Every string
-    value equal to, or below, its ``paths.root_dir`` that names nothing on this machine is
-    rewritten to the same relative path under ``new_root`` (this repository). In place.
-
-    Returns:
-        The number of values rewritten.
-    """
-    old_root = OmegaConf.select(config, "paths.root_dir")
-    if not isinstance(old_root, str) or os.path.normpath(old_root) == os.path.normpath(new_root):
-        return 0
-    old_root = old_root.rstrip("/")
-    changed = 0
-
-    def visit(node: DictConfig | ListConfig, where: str) -> None:
-        nonlocal changed
-        items = node.items() if isinstance(node, DictConfig) else enumerate(node)
-        for key, value in list(items):
-            field = f"{where}.{key}" if where else str(key)
-            if isinstance(value, (DictConfig, ListConfig)):
-                visit(value, field)
-            elif _under(value, old_root) and not os.path.exists(value):
-                node[key] = new_root.rstrip("/") + value[len(old_root) :]
-                log.info("checkpoint config: %s %s does not exist here; using %s", field, value, node[key])
-                changed += 1
-
-    visit(config, "")
-    return changed
-
-
-def unwrap_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip a prefix that every key shares and a wrapper adds (``module.``, ``_orig_mod.``)."""
-    state = dict(state_dict)
-    for prefix in WRAPPER_PREFIXES:
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
-
-
-def checkpoint_config(
-    state: Mapping[str, Any], composed: DictConfig, overrides: Sequence[str], source: str
-) -> DictConfig:
-    """The config a checkpoint is evaluated with: stored, paths rebased, overrides applied."""
-    stored = state.get("config")
-    if not isinstance(stored, Mapping):
-        raise TP2DETRError(f"{source}: field 'config' is {type(stored).__name__}, expected the run's config as a dict")
-    config = OmegaConf.create(dict(stored))
-    rebase_paths(config, repo_root())
-    return apply_overrides(config, composed, overrides)
+#: Keys this command had before it read the training config's own: ``{old: new}``.
+MOVED_KEYS = {
+    "device": "trainer.device",
+    "precision": "trainer.precision",
+    "eval.batch_size": "trainer.eval_batch_size",
+    "eval.ar": "trainer.ar",
+    "eval.breakdown": "trainer.breakdown",
+    "eval.stitch_deduplicate": "dataset.evaluation.stitch_deduplicate",
+}
 
 
 def result_document(
@@ -244,51 +132,59 @@ def evaluate_checkpoint(app: DictConfig, overrides: Sequence[str], out_dir: Path
     """Checkpoint mode (module docstring); returns the ``eval_metrics.json`` document."""
     from torch.utils.data import DataLoader
 
-    from tp2detr.data.builder import build_dataset, load_data
+    from tp2detr.data.bundle import load_data
+    from tp2detr.data.feature_setup import build_dataset
     from tp2detr.data.dataset import collate_samples
-    from tp2detr.engine.checkpoint import check_architecture, load_checkpoint
-    from tp2detr.evaluation.evaluate import evaluate_on_protocol
-    from tp2detr.engine.device import resolve_precision, select_device
+    from tp2detr.engine.checkpoint import (
+        check_architecture,
+        checkpoint_config,
+        inference_settings,
+        load_checkpoint,
+        unwrap_state_dict,
+    )
     from tp2detr.engine.proposal_inference import predict_batches, video_proposals
+    from tp2detr.evaluation.evaluate import evaluate_on_protocol
     from tp2detr.evaluation.results_io import write_predictions
     from tp2detr.models.builder import build_model
 
     path = Path(str(app.ckpt))
-    device = select_device(str(app.device))
-    amp_dtype = resolve_precision(str(app.precision), device, key="precision")
     state = load_checkpoint(path)
-    cfg = checkpoint_config(state, app, overrides, str(path))
+    cfg = checkpoint_config(state, app, overrides, str(path), APP_KEYS)
     check_config(cfg, source=f"{path}'s configuration with the command line's overrides")
+    settings = inference_settings(cfg)
     model = build_model(cfg)
     weights = unwrap_state_dict(state["model"])
     check_architecture(model, weights, source=str(path))
     model.load_state_dict(weights)
-    model.to(device)
+    model.to(settings.device)
     bundle = load_data(cfg)
     dataset = build_dataset(cfg, bundle, training=False)
     loader = DataLoader(
         dataset,
-        batch_size=int(app.eval.batch_size),
+        batch_size=settings.batch_size,
         shuffle=False,
         collate_fn=partial(collate_samples, pad_multiple=model.length_multiple),
         num_workers=int(cfg.data.num_workers),
     )
     log.info(
-        "%s (epoch %s): %d evaluation windows on %s, precision %s",
+        "%s (epoch %s): %d evaluation windows on %s, precision %s (trainer.precision=%s)",
         path,
         state["epoch"],
         len(dataset),
-        device,
-        app.precision,
+        settings.device,
+        settings.precision,
+        cfg.trainer.precision,
     )
     started = time.perf_counter()
-    windows = predict_batches(model, loader, device, amp_dtype)
+    windows = predict_batches(model, loader, settings.device, settings.amp_dtype)
     seconds = time.perf_counter() - started
+    evaluation = cfg.dataset.evaluation
+    # a checkpoint written before dataset.evaluation.stitch_deduplicate existed: the released stitching
     predictions = video_proposals(
-        windows, cfg.dataset.evaluation.get("nms_threshold"), bool(app.eval.stitch_deduplicate)
+        windows, evaluation.get("nms_threshold"), bool(evaluation.get("stitch_deduplicate", False))
     )
     metrics = evaluate_on_protocol(
-        predictions, bundle.protocol, cfg.dataset, breakdown=bool(app.eval.breakdown), with_ar=bool(app.eval.ar)
+        predictions, bundle.protocol, cfg.dataset, breakdown=bool(cfg.trainer.breakdown), with_ar=bool(cfg.trainer.ar)
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / "predictions.json", predictions)
@@ -299,21 +195,22 @@ def evaluate_checkpoint(app: DictConfig, overrides: Sequence[str], out_dir: Path
         cfg,
         metrics,
         epoch=int(state["epoch"]),
-        device=str(device),
-        precision=str(app.precision),
+        device=str(settings.device),
+        precision=settings.precision,
         num_windows=len(windows),
         inference_seconds=round(seconds, 3),
     )
     if app.get("plots"):
         document["figures"] = write_figures(
-            app, out_dir, predictions, bundle.protocol, cfg, metrics, model=model, dataset=dataset, device=device
+            app, out_dir, predictions, bundle.protocol, cfg, metrics,
+            model=model, dataset=dataset, device=settings.device,
         )
     return document
 
 
 def evaluate_results_file(app: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Predictions mode (module docstring); returns the ``eval_metrics.json`` document."""
-    from tp2detr.data.builder import load_data
+    from tp2detr.data.bundle import load_data
     from tp2detr.evaluation.evaluate import evaluate_on_protocol
     from tp2detr.evaluation.results_io import load_predictions
 
@@ -332,7 +229,7 @@ def evaluate_results_file(app: DictConfig, out_dir: Path) -> dict[str, Any]:
             app.split.id,
         )
     metrics = evaluate_on_protocol(
-        predictions, bundle.protocol, app.dataset, breakdown=bool(app.eval.breakdown), with_ar=bool(app.eval.ar)
+        predictions, bundle.protocol, app.dataset, breakdown=bool(app.trainer.breakdown), with_ar=bool(app.trainer.ar)
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     _save_config(out_dir / "eval_config.yaml", app)
@@ -392,9 +289,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for Hydra first (:func:`tp2detr.config.normalise_overrides`).
 
     Returns:
-        The exit status (0 ok, 2 bad input).
+        The exit status (0 ok, 2 bad input: :data:`MOVED_KEYS` are refused before Hydra starts).
     """
-    return run_hydra_command("eval", run, argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        refuse_moved_keys(args, MOVED_KEYS, "eval.py")
+    except ConfigError as err:
+        return report_error(err)
+    return run_hydra_command("eval", run, args)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,14 @@ so two files may not share a stem.
   else ``feature_fps`` (snippets per second).
 
 The model, windowing and stitching come from the checkpoint's stored config as in ``eval.py``
-checkpoint mode (:mod:`tp2detr.cli.eval`); keys given on the command line that are not keys of
-``configs/predict.yaml`` (:data:`APP_KEYS`) are applied on top of it. Each video goes through the
-evaluation pipeline (:func:`tp2detr.engine.external_videos.predict_video_proposals`): sliding windows
-at the eval stride (THUMOS-style) or one resized input (ActivityNet-style), the model, then the
-cross-window NMS of ``dataset.evaluation.nms_threshold``.
+checkpoint mode (:func:`tp2detr.engine.checkpoint.checkpoint_config`); keys given on the command
+line that are not keys of ``configs/predict.yaml`` (:data:`APP_KEYS`) are applied on top of it. So
+does how the model runs: ``trainer.device`` (CLIP too), ``trainer.precision`` (the model's autocast;
+CLIP always runs in fp32) and ``trainer.eval_batch_size`` are the stored run's unless given
+(``python predict.py ... trainer.device=cpu``). Each video goes through the evaluation pipeline
+(:func:`tp2detr.engine.external_videos.predict_video_proposals`): sliding windows at the eval stride
+(THUMOS-style) or one resized input (ActivityNet-style), the model, then the cross-window NMS of
+``dataset.evaluation.nms_threshold`` (and ``dataset.evaluation.stitch_deduplicate``).
 
 Written to ``out_dir``: ``proposals.json`` (ActivityNet results format, seconds, the ``top_k``
 best of each video by descending score), ``features/<video_id>.npy`` and
@@ -31,8 +34,8 @@ best of each video by descending score), ``features/<video_id>.npy`` and
 config) and Hydra's ``.hydra/`` and ``predict.log``. A summary is printed: the videos, their
 proposal counts and each video's top-5 proposals in seconds.
 
-Exit status: 0 on success; 2 on bad input (one ``error: ...`` line on stderr); Hydra's own errors
-(unknown key) exit with 1.
+Exit status: 0 on success; 2 on bad input (one ``error: ...`` line on stderr), a key the command
+does not have (an unknown key, or one of :data:`MOVED_KEYS`, named with its replacement) included.
 """
 
 from __future__ import annotations
@@ -46,11 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from tp2detr.cli.eval import BAD_INPUT_ERRORS, checkpoint_config, unwrap_state_dict
-from tp2detr.cli.hydra_app import report_error, run_hydra_command
+from tp2detr.cli.hydra_app import USER_ERRORS, report_error, run_hydra_command
+from tp2detr.stored_config import refuse_moved_keys
 from tp2detr.config_checks import check_config
 from tp2detr.data.annotations import FeatureInfo, load_feature_info
 from tp2detr.errors import ConfigError, DataFormatError, MissingDataError
@@ -62,13 +65,20 @@ log = logging.getLogger("tp2detr.predict")
 #: Top-level keys of ``configs/predict.yaml``: settings of this command, never of the checkpoint.
 APP_KEYS = frozenset(
     {
-        "input", "ckpt", "out_dir", "top_k", "device", "precision", "batch_size", "stitch_deduplicate",
-        "plots", "plot_top_k", "feature_fps", "feature_info", "clip_model", "frames_per_snippet",
-        "clip_batch_size", "l2_normalize", "progress",
+        "input", "ckpt", "out_dir", "top_k", "plots", "plot_top_k", "feature_fps", "feature_info", "clip_model",
+        "frames_per_snippet", "clip_batch_size", "l2_normalize", "progress",
     }
 )
-#: ``predict.py`` also fails on a missing optional dependency (PyAV, transformers) with status 2.
-PREDICT_BAD_INPUT_ERRORS = (*BAD_INPUT_ERRORS, ImportError)
+#: Keys this command had before it read the training config's own: ``{old: new}``.
+MOVED_KEYS = {
+    "device": "trainer.device",
+    "precision": "trainer.precision",
+    "batch_size": "trainer.eval_batch_size",
+    "stitch_deduplicate": "dataset.evaluation.stitch_deduplicate",
+}
+#: Errors that mean bad input (exit status 2): the project's own, unreadable or unwritable paths,
+#: config keys that cannot be read, and a missing optional dependency (PyAV, transformers).
+BAD_INPUT_ERRORS = (*USER_ERRORS, OmegaConfBaseException, ImportError)
 #: The suffix of feature files.
 NPY_SUFFIX = ".npy"
 #: Proposals of each video listed in the printed summary.
@@ -222,17 +232,6 @@ def training_frames_per_snippet(cfg: DictConfig) -> int:
     return int(counts.most_common(1)[0][0])
 
 
-def checkpoint_overrides(overrides: Sequence[str]) -> list[str]:
-    """The command-line overrides meant for the checkpoint's config (not :data:`APP_KEYS`, not ``hydra``)."""
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    kept = []
-    for text, override in zip(overrides, parsed):
-        top = override.key_or_group.split(".")[0].split("/")[0]
-        if top not in APP_KEYS and top != "hydra":
-            kept.append(text)
-    return kept
-
-
 @dataclass
 class VideoFeatureSet:
     """The features of every input and how they map to time.
@@ -275,6 +274,7 @@ def gather_features(
     feature_infos: Mapping[str, FeatureInfo] | None,
     dim: int,
     model_cfg: DictConfig,
+    device: str = "auto",
 ) -> VideoFeatureSet:
     """Read the ``.npy`` inputs and extract the videos' CLIP features (module docstring).
 
@@ -284,6 +284,7 @@ def gather_features(
         feature_infos: the ``feature_info`` file's entries, or None.
         dim: the checkpoint's ``dataset.features.dim``.
         model_cfg: the checkpoint's config (for :func:`training_frames_per_snippet`).
+        device: where CLIP runs (the model's device).
     """
     from tp2detr.engine.external_videos import feature_info_from_entry
 
@@ -304,7 +305,7 @@ def gather_features(
     from tp2detr.extraction import ClipFrameEncoder, extract_video
 
     encoder = ClipFrameEncoder.load(
-        str(app.clip_model), device=str(app.device), batch_size=int(app.clip_batch_size),
+        str(app.clip_model), device=device, batch_size=int(app.clip_batch_size),
         l2_normalize=bool(app.l2_normalize),
     )
     if encoder.dim != dim:
@@ -378,8 +379,13 @@ def summary_text(
 
 def predict(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> str:
     """Run the whole command (module docstring) and return the summary text."""
-    from tp2detr.engine.checkpoint import check_architecture, load_checkpoint
-    from tp2detr.engine.device import resolve_precision, select_device
+    from tp2detr.engine.checkpoint import (
+        check_architecture,
+        checkpoint_config,
+        inference_settings,
+        load_checkpoint,
+        unwrap_state_dict,
+    )
     from tp2detr.engine.external_videos import (
         predict_video_proposals,
         top_k_per_video,
@@ -394,14 +400,13 @@ def predict(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> str:
     top_k = None if app.top_k is None else int(app.top_k)
     if top_k is not None and top_k < 1:
         raise ConfigError(f"top_k is {top_k}, expected a positive number of proposals per video (or null for all)")
-    device = select_device(str(app.device))
-    amp_dtype = resolve_precision(str(app.precision), device, key="precision")
     path = Path(str(app.ckpt))
     state = load_checkpoint(path)
-    cfg = checkpoint_config(state, app, checkpoint_overrides(overrides), str(path))
+    cfg = checkpoint_config(state, app, overrides, str(path), APP_KEYS)
     check_config(cfg, source=f"{path}'s configuration with the command line's overrides")
+    settings = inference_settings(cfg)
     dim = int(cfg.dataset.features.dim)
-    features = gather_features(app, inputs, feature_infos, dim, cfg)
+    features = gather_features(app, inputs, feature_infos, dim, cfg, device=str(settings.device))
     written = []
     if features.extracted:  # saved first: a failure below does not lose the extraction
         folder = out_dir / "features"
@@ -411,14 +416,16 @@ def predict(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> str:
     weights = unwrap_state_dict(state["model"])
     check_architecture(model, weights, source=str(path))
     model.load_state_dict(weights)
-    model.to(device)
+    model.to(settings.device)
     log.info(
-        "%s (epoch %s): %d video(s) on %s, precision %s",
-        path, state["epoch"], len(features.features), device, app.precision,
+        "%s (epoch %s): %d video(s) on %s, precision %s (trainer.precision=%s)",
+        path, state["epoch"], len(features.features), settings.device, settings.precision, cfg.trainer.precision,
     )
+    # a checkpoint written before dataset.evaluation.stitch_deduplicate existed: the released stitching
+    stitch_deduplicate = bool(cfg.dataset.evaluation.get("stitch_deduplicate", False))
     proposals = predict_video_proposals(
-        model, cfg.dataset, features.features, features.infos, device, amp_dtype,
-        batch_size=int(app.batch_size), stitch_deduplicate=bool(app.stitch_deduplicate), sources=features.sources,
+        model, cfg.dataset, features.features, features.infos, settings.device, settings.amp_dtype,
+        batch_size=settings.batch_size, stitch_deduplicate=stitch_deduplicate, sources=features.sources,
     )
     proposals = top_k_per_video(proposals, top_k)
     durations = {video: video_duration(features.infos[video]) for video in proposals}
@@ -437,7 +444,7 @@ def run(app: DictConfig, overrides: Sequence[str], out_dir: Path) -> int:
     """Run the command; print the summary, or one ``error:`` line. Returns the exit status."""
     try:
         text = predict(app, overrides, out_dir)
-    except PREDICT_BAD_INPUT_ERRORS as err:
+    except BAD_INPUT_ERRORS as err:
         return report_error(err)
     print(text)
     return 0
@@ -450,9 +457,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Hydra overrides (default ``sys.argv[1:]``).
 
     Returns:
-        The exit status (0 ok, 2 bad input).
+        The exit status (0 ok, 2 bad input: :data:`MOVED_KEYS` are refused before Hydra starts).
     """
-    return run_hydra_command("predict", run, argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        refuse_moved_keys(args, MOVED_KEYS, "predict.py")
+    except ConfigError as err:
+        return report_error(err)
+    return run_hydra_command("predict", run, args)
 
 
 if __name__ == "__main__":

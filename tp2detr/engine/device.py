@@ -1,6 +1,6 @@
 """Which device a run uses and in which precision: the ``device`` and ``precision`` settings.
 
-``trainer.device`` (and ``device`` for ``eval.py``/``predict.py``) is ``auto`` (CUDA when
+``trainer.device`` (read by ``train.py``, ``eval.py`` and ``predict.py``) is ``auto`` (CUDA when
 available), ``cpu`` or ``cuda``; ``precision`` is ``auto`` (bf16 autocast on GPU, fp32 on CPU),
 ``fp32`` or ``bf16`` (refused on a CPU without native bf16, :mod:`tp2detr.engine.hardware`).
 """
@@ -28,7 +28,7 @@ def select_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("device is 'cuda' but no CUDA device is available; expected device=auto or device=cpu")
+            raise ConfigError("device is 'cuda' but no CUDA device is available; expected trainer.device=auto or trainer.device=cpu")
         return torch.device("cuda")
     raise ConfigError(f"device is {name!r}, expected 'auto', 'cpu' or 'cuda'")
 

@@ -113,9 +113,18 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 _ABSENT = "(absent)"
 
 
+#: Keys added to the configs after runs were written, with the value that reproduces what those
+#: runs did: a checkpoint without the key behaves as if it held that value, so it still resumes.
+KEYS_ADDED_LATER: dict[str, Any] = {
+    "dataset.evaluation.stitch_deduplicate": False,  # 2026-11-29; the released (and earlier) stitching
+}
+
+
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """``(key, old value, new value)`` of every leaf that differs (``"(absent)"`` where missing)."""
+    """``(key, old value, new value)`` of every leaf that differs (``"(absent)"`` where missing; an
+    absent :data:`KEYS_ADDED_LATER` key of ``old`` counts as its value there)."""
     a, b = flatten(old), flatten(new)
+    a = {**{k: v for k, v in KEYS_ADDED_LATER.items() if k not in a and k in b}, **a}
     return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b)) if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
 
 

@@ -35,14 +35,8 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from tp2detr.data.builder import (
-    DataBundle,
-    build_dataset,
-    check_features_up_front,
-    hold_out_validation,
-    load_data,
-    open_features,
-)
+from tp2detr.data.bundle import DataBundle, hold_out_validation, load_data
+from tp2detr.data.feature_setup import build_dataset, check_features_up_front, open_features
 from tp2detr.data.dataset import collate_samples
 from tp2detr.engine.checkpoint import check_architecture, checkpoint_bytes, load_checkpoint, save_checkpoint
 from tp2detr.engine.distributed import (
@@ -63,7 +57,7 @@ from tp2detr.engine.seeding import rng_state, seed_everything, set_rng_state
 from tp2detr.errors import ConfigError, MissingDataError, OutputWriteError, TrainingDiverged
 from tp2detr.evaluation.results_io import predictions_to_json
 from tp2detr.io import atomic_open, atomic_write_group, atomic_write_json, json_bytes
-from tp2detr.losses.builder import build_criterion
+from tp2detr.losses.criterion import build_criterion
 from tp2detr.models.builder import build_model, parameter_breakdown
 from tp2detr.ops.registry import resolve_backend
 
@@ -368,7 +362,8 @@ class Trainer:
         )
         windows = predict_batches(self.model, loader, self.device, self.amp_dtype)
         gathered = [w for part in gather_to_all(windows, self.dist) for w in part]
-        predictions = video_proposals(gathered, ds_cfg.evaluation.get("nms_threshold"))
+        dedupe = bool(ds_cfg.evaluation.get("stitch_deduplicate", False))  # absent in an older run's config
+        predictions = video_proposals(gathered, ds_cfg.evaluation.get("nms_threshold"), dedupe)
         absolute_bins, relative_bins = length_bins_for(str(ds_cfg.name))
         metrics = evaluate_proposals(
             predictions,

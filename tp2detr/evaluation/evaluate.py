@@ -147,7 +147,7 @@ def evaluate_on_protocol(
 
     Args:
         predictions: ``{video_id: (segments [P, 2] seconds, scores [P])}``.
-        protocol: from :func:`tp2detr.data.builder.load_data`.
+        protocol: from :func:`tp2detr.data.bundle.load_data`.
         dataset: the ``dataset`` config group (``name``, ``evaluation.tiou_thresholds``,
             ``evaluation.ar_tiou_thresholds``).
         breakdown: compute the per-length breakdown.

@@ -7,10 +7,12 @@ from tp2detr.losses.criterion import (
     SALIENT_LOSS_FORMS,
     LossOutput,
     SetCriterion,
+    build_criterion,
+    criterion_arguments,
     weighted_total,
 )
 from tp2detr.losses.focal import focal_match_cost, sigmoid_focal_loss
-from tp2detr.losses.hungarian_matcher import HungarianMatcher, MatchIndices
+from tp2detr.losses.hungarian_matcher import HungarianMatcher, MatchIndices, build_matcher
 from tp2detr.losses.segment_geometry import (
     clamp_unit,
     cw_to_se,
@@ -27,6 +29,9 @@ __all__ = [
     "LossOutput",
     "MatchIndices",
     "SetCriterion",
+    "build_criterion",
+    "build_matcher",
+    "criterion_arguments",
     "clamp_unit",
     "cw_to_se",
     "focal_match_cost",

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tp2detr.losses.focal import sigmoid_focal_loss
-from tp2detr.losses.hungarian_matcher import HungarianMatcher, MatchIndices
+from tp2detr.losses.hungarian_matcher import HungarianMatcher, MatchIndices, build_matcher
 from tp2detr.losses.segment_geometry import clamp_unit, cw_to_se, segment_iou
 
 SALIENT_LOSS_FORMS = ("focal_bce", "bce")
@@ -102,33 +102,38 @@ def _segments_of(targets: Sequence[Mapping[str, Any]]) -> list[Tensor]:
 class SetCriterion(nn.Module):
     """Hungarian-matched box/actionness losses on every decoder layer plus the salient loss.
 
+    Built from the ``loss`` config group by :func:`build_criterion` (the released values live in
+    ``configs/loss/default.yaml`` only; ``experiment=paper_text`` switches to the paper's).
+
     Args:
-        matcher: the Hungarian matcher; default ``HungarianMatcher()`` (5/2/2, α 0.25, γ 2).
-        weight_l1: λ of the L1 box term (5).
-        weight_iou: λ of the 1 − IoU box term (2).
+        matcher: the Hungarian matcher.
+        weight_l1: λ of the L1 box term.
+        weight_iou: λ of the 1 − IoU box term.
         weight_actionness: λ of the focal actionness term (3 released; 2 in the paper).
         weight_salient: λ_salient (3 for THUMOS, 2 for ActivityNet).
-        salient_fpn_weight: factor of the TFPN head's salient term inside L_salient (0.5).
-        salient_enc_weight: factor of the encoder head's salient term inside L_salient (1.5).
+        salient_fpn_weight: factor of the TFPN head's salient term inside L_salient.
+        salient_enc_weight: factor of the encoder head's salient term inside L_salient.
         aux_loss: supervise every decoder layer (True) or only the last one.
         salient_loss_form: ``"focal_bce"`` (released) or ``"bce"`` (paper eq. 18); see module doc.
-        focal_alpha, focal_gamma: focal parameters of the actionness loss (0.25, 2).
-        salient_alpha, salient_gamma: focal parameters of the ``focal_bce`` salient loss (0.25, 2).
+        focal_alpha, focal_gamma: focal parameters of the actionness loss (the matcher's).
+        salient_alpha, salient_gamma: focal parameters of the ``focal_bce`` salient loss (0.25, 2:
+            constants of the released code, not configurable there or here).
     """
 
     def __init__(
         self,
-        matcher: HungarianMatcher | None = None,
-        weight_l1: float = 5.0,
-        weight_iou: float = 2.0,
-        weight_actionness: float = 3.0,
-        weight_salient: float = 3.0,
-        salient_fpn_weight: float = 0.5,
-        salient_enc_weight: float = 1.5,
-        aux_loss: bool = True,
-        salient_loss_form: str = "focal_bce",
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
+        *,
+        matcher: HungarianMatcher,
+        weight_l1: float,
+        weight_iou: float,
+        weight_actionness: float,
+        weight_salient: float,
+        salient_fpn_weight: float,
+        salient_enc_weight: float,
+        aux_loss: bool,
+        salient_loss_form: str,
+        focal_alpha: float,
+        focal_gamma: float,
         salient_alpha: float = 0.25,
         salient_gamma: float = 2.0,
     ) -> None:
@@ -152,7 +157,7 @@ class SetCriterion(nn.Module):
         # Validate the focal parameters at construction time.
         sigmoid_focal_loss(torch.zeros(1), torch.zeros(1), focal_alpha, focal_gamma)
         sigmoid_focal_loss(torch.zeros(1), torch.zeros(1), salient_alpha, salient_gamma)
-        self.matcher = matcher if matcher is not None else HungarianMatcher()
+        self.matcher = matcher
         self.weight_l1 = float(weight_l1)
         self.weight_iou = float(weight_iou)
         self.weight_actionness = float(weight_actionness)
@@ -363,3 +368,27 @@ def weighted_total(terms: Mapping[str, Tensor], weights: Mapping[str, float]) ->
     for key in keys[1:]:
         total = total + weights[key] * terms[key]
     return total
+
+
+def criterion_arguments(loss: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`SetCriterion` keyword arguments of the ``loss`` config group (the matcher built
+    from ``loss.matcher``; the actionness loss uses the matcher's focal α and γ, as released)."""
+    matcher = loss["matcher"]
+    return {
+        "matcher": build_matcher(matcher),
+        "weight_l1": float(loss["weight_l1"]),
+        "weight_iou": float(loss["weight_iou"]),
+        "weight_actionness": float(loss["weight_actionness"]),
+        "weight_salient": float(loss["weight_salient"]),
+        "salient_fpn_weight": float(loss["salient_fpn_weight"]),
+        "salient_enc_weight": float(loss["salient_enc_weight"]),
+        "aux_loss": bool(loss["aux_loss"]),
+        "salient_loss_form": str(loss["salient_loss_form"]),
+        "focal_alpha": float(matcher["alpha"]),
+        "focal_gamma": float(matcher["gamma"]),
+    }
+
+
+def build_criterion(loss: Mapping[str, Any]) -> SetCriterion:
+    """The :class:`SetCriterion` described by the ``loss`` config group."""
+    return SetCriterion(**criterion_arguments(loss))

@@ -13,7 +13,8 @@ scipy's ``linear_sum_assignment``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -47,21 +48,17 @@ class NonFiniteCostError(FloatingPointError, ValueError):
 class HungarianMatcher:
     """One-to-one assignment of Q predictions to G ground-truth segments per batch item.
 
+    Built from the ``loss.matcher`` config group by :func:`build_matcher` (the released values
+    live in ``configs/loss/default.yaml`` only).
+
     Args:
-        cost_l1: weight α_L1 of the L1 distance on (center, width) (paper and code: 5).
-        cost_iou: weight α_IoU of the negative plain IoU (2).
-        cost_focal: weight β of the focal actionness cost (2).
-        alpha, gamma: focal-cost parameters (0.25, 2; hard-coded in the released matcher).
+        cost_l1: weight α_L1 of the L1 distance on (center, width).
+        cost_iou: weight α_IoU of the negative plain IoU.
+        cost_focal: weight β of the focal actionness cost.
+        alpha, gamma: focal-cost parameters (hard-coded in the released matcher).
     """
 
-    def __init__(
-        self,
-        cost_l1: float = 5.0,
-        cost_iou: float = 2.0,
-        cost_focal: float = 2.0,
-        alpha: float = 0.25,
-        gamma: float = 2.0,
-    ) -> None:
+    def __init__(self, *, cost_l1: float, cost_iou: float, cost_focal: float, alpha: float, gamma: float) -> None:
         for name, value in (("cost_l1", cost_l1), ("cost_iou", cost_iou), ("cost_focal", cost_focal)):
             if value < 0:
                 raise ValueError(f"HungarianMatcher.{name}: expected a weight >= 0, found {value}")
@@ -159,3 +156,20 @@ class HungarianMatcher:
                 (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
             )
         return matches
+
+
+#: The ``loss.matcher`` keys :func:`build_matcher` reads.
+MATCHER_KEYS = ("cost_l1", "cost_iou", "cost_focal", "alpha", "gamma")
+
+
+def build_matcher(matcher: Mapping[str, Any]) -> HungarianMatcher:
+    """The matcher of the ``loss.matcher`` config group (``cost_l1``, ``cost_iou``, ``cost_focal``,
+    ``alpha``, ``gamma``).
+
+    Raises:
+        ValueError: a key is missing (the message lists what was found).
+    """
+    missing = [key for key in MATCHER_KEYS if key not in matcher]
+    if missing:
+        raise ValueError(f"loss.matcher: missing {missing}, expected the keys {list(MATCHER_KEYS)}; found {sorted(matcher)}")
+    return HungarianMatcher(**{key: float(matcher[key]) for key in MATCHER_KEYS})

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -95,12 +96,13 @@ class PredictionHeads(nn.Module):
 
     def __init__(
         self,
-        d_model: int = 512,
-        n_decoder_layers: int = 5,
-        separate: bool = True,
+        *,
+        d_model: int,
+        n_decoder_layers: int,
+        separate: bool,
+        init: str,
         actionness_prior: float = 0.01,
         initial_width_bias: float = -2.0,
-        init: str = "shared",
     ) -> None:
         super().__init__()
         if n_decoder_layers < 1:
@@ -178,3 +180,14 @@ class PredictionHeads(nn.Module):
             boxes.append(apply_box_delta(delta, references[layer]))
             logits.append(self.actionness_logit(layer, hs[layer]))
         return HeadOutputs(boxes=torch.stack(boxes), actionness_logits=torch.stack(logits))
+
+
+def build_heads(model: Mapping[str, Any]) -> PredictionHeads:
+    """The box / actionness heads of the ``model`` config group (``d_model``, ``decoder_layers``,
+    ``separate_heads``, ``head_init``)."""
+    return PredictionHeads(
+        d_model=int(model["d_model"]),
+        n_decoder_layers=int(model["decoder_layers"]),
+        separate=bool(model["separate_heads"]),
+        init=str(model["head_init"]),
+    )

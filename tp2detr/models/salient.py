@@ -23,7 +23,8 @@ unless asked explicitly (e.g. to plot saliency).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -191,12 +192,13 @@ class SalientHeads(nn.Module):
 
     def __init__(
         self,
-        d_model: int = 512,
-        num_levels: int = 4,
-        mode: str = "both",
-        design: str = "mlp",
-        fusion: str = "max",
-        upsample: str = "nearest",
+        d_model: int,
+        num_levels: int,
+        *,
+        mode: str,
+        design: str,
+        fusion: str,
+        upsample: str,
         hidden_dim: int | None = None,
     ) -> None:
         super().__init__()
@@ -249,3 +251,16 @@ class SalientHeads(nn.Module):
             result["fpn"] = self.head(tfpn_levels, target_length)
         result["enc"] = self.head(encoder_levels, target_length)
         return result
+
+
+def build_salient(salient: Mapping[str, Any], d_model: int, num_levels: int) -> SalientHeads:
+    """The salient heads of the ``salient`` config group (``mode``, ``design``, ``fusion``,
+    ``upsample``) over ``num_levels`` pyramid levels of width ``d_model``."""
+    return SalientHeads(
+        d_model,
+        num_levels,
+        mode=str(salient["mode"]),
+        design=str(salient["design"]),
+        fusion=str(salient["fusion"]),
+        upsample=str(salient["upsample"]),
+    )

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABCMeta, abstractmethod
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -172,13 +174,7 @@ class ConvPyramid(TemporalPyramid):
     reads past the valid part it reads such a pad position, never the sequence end.
     """
 
-    def __init__(
-        self,
-        d_model: int = 512,
-        num_levels: int = 4,
-        embed_layers: int = 2,
-        stem_blocks: int = 2,
-    ) -> None:
+    def __init__(self, d_model: int, num_levels: int, embed_layers: int = 2, stem_blocks: int = 2) -> None:
         super().__init__(d_model, num_levels, stem_levels=1)
         self.embed = nn.ModuleList(MaskedConv1d(d_model, d_model, 3) for _ in range(embed_layers))
         self.stem = nn.ModuleList(ResidualConvBlock(d_model, 3) for _ in range(stem_blocks))
@@ -221,12 +217,13 @@ class SGPPyramid(TemporalPyramid):
 
     def __init__(
         self,
-        d_model: int = 512,
-        num_levels: int = 4,
-        stem_levels: int = 1,
-        window_size: int = 1,
-        mlp_dim: int = 768,
-        padding_exact: bool = False,
+        d_model: int,
+        num_levels: int,
+        stem_levels: int,
+        *,
+        window_size: int,
+        mlp_dim: int,
+        padding_exact: bool,
     ) -> None:
         super().__init__(d_model, num_levels, stem_levels)
         self.blocks = nn.ModuleList(
@@ -269,15 +266,16 @@ class LocalTransformerPyramid(TemporalPyramid):
 
     def __init__(
         self,
-        d_model: int = 512,
-        num_levels: int = 4,
-        stem_levels: int = 1,
-        window_size: int = 9,
-        num_heads: int = 8,
-        qkv_norm: bool = True,
+        d_model: int,
+        num_levels: int,
+        stem_levels: int,
+        *,
+        window_size: int,
+        num_heads: int,
+        qkv_norm: bool,
+        attn_dropout: float,
+        proj_dropout: float,
         mlp_ratio: int = 4,
-        attn_dropout: float = 0.0,
-        proj_dropout: float = 0.1,
     ) -> None:
         super().__init__(d_model, num_levels, stem_levels)
         self.window_size = window_size
@@ -306,37 +304,23 @@ class LocalTransformerPyramid(TemporalPyramid):
         return levels, masks
 
 
-def build_tfpn(
-    name: str,
-    d_model: int = 512,
-    num_levels: int = 4,
-    stem_layers: int = 1,
-    window_size: int = 9,
-    qkv_norm: bool = True,
-    num_heads: int = 8,
-    attn_dropout: float = 0.0,
-    proj_dropout: float = 0.1,
-    sgp_window_size: int = 1,
-    sgp_mlp_dim: int = 768,
-    sgp_mean_over_valid: bool = False,
-) -> TemporalPyramid:
-    """Build a TFPN by name (one of :data:`TFPN_NAMES`).
+def build_tfpn(tfpn: Mapping[str, Any], d_model: int, num_heads: int) -> TemporalPyramid:
+    """Build the TFPN of the ``tfpn`` config group (``configs/tfpn/<name>.yaml``).
 
     Args:
-        name: ``none`` | ``direct`` | ``cnn`` | ``sgp`` | ``transformer``.
-        d_model: C (512 for CLIP features).
-        num_levels: L; ``none`` requires 1.
-        stem_layers: full-resolution levels (stride-1 blocks) before the strided ones; ``cnn``
-            requires 1 (its fixed embedding + 2-block stem produce the single level 0).
-        window_size, qkv_norm, num_heads, attn_dropout, proj_dropout: transformer TFPN options.
-        sgp_window_size, sgp_mlp_dim: SGP options (released: 1 and 768).
-        sgp_mean_over_valid: SGP padding-exact mode: the time mean and the GroupNorm statistics
-            run over valid snippets and padded outputs are zeroed (default False = released code,
-            whose valid outputs depend on the amount of padding).
+        tfpn: ``name`` (``none`` | ``direct`` | ``cnn`` | ``sgp`` | ``transformer``), ``num_levels``
+            (L; ``none`` requires 1), ``stem_layers`` (full-resolution levels before the strided
+            ones; ``cnn`` requires 1), the transformer TFPN's ``window_size``, ``qkv_norm``,
+            ``attn_dropout``, ``proj_dropout``, and SGP's ``sgp_window_size``, ``sgp_mlp_dim``,
+            ``sgp_mean_over_valid`` (padding-exact mode: the time mean and the GroupNorm
+            statistics run over valid snippets; False = the released code).
+        d_model: C, the feature width (``model.d_model``).
+        num_heads: attention heads of the transformer TFPN (``model.n_heads``).
 
     Returns:
         The pyramid module; ``.num_levels`` and ``.required_length_multiple()`` describe it.
     """
+    name, num_levels, stem_layers = str(tfpn["name"]), int(tfpn["num_levels"]), int(tfpn["stem_layers"])
     if name == "none":
         if num_levels != 1:
             raise ValueError(
@@ -354,20 +338,20 @@ def build_tfpn(
             d_model,
             num_levels,
             stem_layers,
-            window_size=sgp_window_size,
-            mlp_dim=sgp_mlp_dim,
-            padding_exact=sgp_mean_over_valid,
+            window_size=int(tfpn["sgp_window_size"]),
+            mlp_dim=int(tfpn["sgp_mlp_dim"]),
+            padding_exact=bool(tfpn["sgp_mean_over_valid"]),
         )
     elif name == "transformer":
         model = LocalTransformerPyramid(
             d_model,
             num_levels,
             stem_layers,
-            window_size=window_size,
-            num_heads=num_heads,
-            qkv_norm=qkv_norm,
-            attn_dropout=attn_dropout,
-            proj_dropout=proj_dropout,
+            window_size=int(tfpn["window_size"]),
+            num_heads=int(num_heads),
+            qkv_norm=bool(tfpn["qkv_norm"]),
+            attn_dropout=float(tfpn["attn_dropout"]),
+            proj_dropout=float(tfpn["proj_dropout"]),
         )
     else:
         raise ValueError(f"tfpn name: expected one of {TFPN_NAMES}, found {name!r}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -65,18 +66,19 @@ class DeformableTransformer(nn.Module):
 
     def __init__(
         self,
-        d_model: int = 512,
-        n_heads: int = 8,
-        n_levels: int = 4,
-        n_encoder_layers: int = 3,
-        n_decoder_layers: int = 5,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        encoder_points: int = 4,
-        decoder_points: int = 4,
-        num_queries: int = 40,
-        box_refine: bool = True,
-        backend: str = "auto",
+        *,
+        d_model: int,
+        n_heads: int,
+        n_levels: int,
+        n_encoder_layers: int,
+        n_decoder_layers: int,
+        dim_feedforward: int,
+        dropout: float,
+        encoder_points: int,
+        decoder_points: int,
+        num_queries: int,
+        box_refine: bool,
+        backend: str,
     ) -> None:
         super().__init__()
         if num_queries < 1:
@@ -191,3 +193,22 @@ class DeformableTransformer(nn.Module):
             references=decoded.references,
             box_deltas=decoded.box_deltas,
         )
+
+
+def build_transformer(model: Mapping[str, Any], num_levels: int) -> DeformableTransformer:
+    """The deformable encoder/decoder of the ``model`` config group over ``num_levels`` pyramid
+    levels (the TFPN's)."""
+    return DeformableTransformer(
+        d_model=int(model["d_model"]),
+        n_heads=int(model["n_heads"]),
+        n_levels=int(num_levels),
+        n_encoder_layers=int(model["encoder_layers"]),
+        n_decoder_layers=int(model["decoder_layers"]),
+        dim_feedforward=int(model["dim_feedforward"]),
+        dropout=float(model["dropout"]),
+        encoder_points=int(model["encoder_points"]),
+        decoder_points=int(model["decoder_points"]),
+        num_queries=int(model["num_queries"]),
+        box_refine=bool(model["box_refine"]),
+        backend=str(model["attn_backend"]),
+    )

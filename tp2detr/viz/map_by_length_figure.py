@@ -52,7 +52,7 @@ def load_breakdown(path: str | os.PathLike) -> tuple[str, Breakdown]:
 
     Raises:
         MissingDataError: no such file or folder.
-        DataFormatError: not JSON, or no breakdown in it (evaluated with ``eval.breakdown=false``).
+        DataFormatError: not JSON, or no breakdown in it (evaluated with ``trainer.breakdown=false``).
     """
     file = _metrics_file(Path(path))
     try:
@@ -78,7 +78,7 @@ def load_breakdown(path: str | os.PathLike) -> tuple[str, Breakdown]:
     if not isinstance(breakdown, dict) or not isinstance(breakdown.get("absolute_s"), list):
         raise DataFormatError(
             f"{file}: {where} is {json.dumps(breakdown)[:80]}, expected the per-length breakdown "
-            "(evaluate with eval.breakdown=true)"
+            "(evaluate with trainer.breakdown=true)"
         )
     return label, breakdown
 

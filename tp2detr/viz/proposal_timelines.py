@@ -16,7 +16,7 @@ annotations (``predict.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,8 +35,6 @@ from tp2detr.viz.canvas import GROUND_TRUTH_COLOUR, new_figure
 SCORE_EPS = 1e-6
 #: Colour map of the bars (tIoU or score in [0, 1]).
 BAR_COLOURMAP = "viridis"
-#: The matcher config keys read by :func:`matcher_from_config`.
-MATCHER_KEYS = ("cost_l1", "cost_iou", "cost_focal", "alpha", "gamma")
 
 
 def _segments(values: Any, field: str) -> np.ndarray:
@@ -53,21 +51,6 @@ def _scores(values: Any, count: int, field: str) -> np.ndarray:
     if len(array) != count:
         raise ValueError(f"{field}: expected {count} scores (one per segment), found {len(array)}")
     return array
-
-
-def matcher_from_config(matcher_cfg: Mapping[str, Any]) -> HungarianMatcher:
-    """The training matcher from the ``loss.matcher`` config group (``cost_l1``, ``cost_iou``,
-    ``cost_focal``, ``alpha``, ``gamma``).
-
-    Raises:
-        ValueError: a key is missing (the message lists what was found).
-    """
-    missing = [key for key in MATCHER_KEYS if key not in matcher_cfg]
-    if missing:
-        raise ValueError(
-            f"loss.matcher: missing {missing}, expected the keys {list(MATCHER_KEYS)}; found {sorted(matcher_cfg)}"
-        )
-    return HungarianMatcher(**{key: float(matcher_cfg[key]) for key in MATCHER_KEYS})
 
 
 def top_k_by_score(scores: np.ndarray, k: int) -> np.ndarray:
@@ -120,7 +103,7 @@ def top_k_by_matching_cost(
         scores: ``[P]`` scores in (0, 1) (``sigmoid`` of the actionness logit).
         ground_truth: ``[G, 2]`` (start, end) seconds.
         duration: the video's duration in seconds.
-        matcher: e.g. :func:`matcher_from_config` of the run's ``loss.matcher``.
+        matcher: e.g. :func:`tp2detr.losses.hungarian_matcher.build_matcher` of the run's ``loss.matcher``.
 
     Returns:
         ``(proposal_index, gt_index)``: int64 ``[min(P, G)]`` each, ordered by GT index.
@@ -231,7 +214,7 @@ def proposals_vs_ground_truth_figure(
         scores: ``[P]`` their scores in (0, 1).
         ground_truth: ``[G, 2]`` (start, end) seconds, ``G ≥ 1``.
         duration: the video's duration in seconds (normalises the matching; the axis spans it).
-        matcher: the training matcher (:func:`matcher_from_config`).
+        matcher: the training matcher (:func:`tp2detr.losses.hungarian_matcher.build_matcher`).
         video_id: for the title.
 
     Raises:

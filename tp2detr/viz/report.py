@@ -40,8 +40,8 @@ from tp2detr.viz.precision_recall import (
     precision_recall_curves,
     precision_recall_figure,
 )
+from tp2detr.losses.hungarian_matcher import build_matcher
 from tp2detr.viz.proposal_timelines import (
-    matcher_from_config,
     proposals_vs_ground_truth_figure,
     top_k_by_matching_cost,
     top_k_by_score,
@@ -98,7 +98,7 @@ def write_saliency_figure(
     relative = np.clip(np.stack([centre - width / 2, centre + width / 2], axis=1), 0.0, 1.0) * sample.duration
     gt = np.asarray(sample.segments, dtype=np.float64).reshape(-1, 2)
     if len(gt):
-        chosen, _ = top_k_by_matching_cost(relative, scores, gt, sample.duration, matcher_from_config(matcher_cfg))
+        chosen, _ = top_k_by_matching_cost(relative, scores, gt, sample.duration, build_matcher(matcher_cfg))
         what = "matched queries"
     else:
         chosen, what = top_k_by_score(scores, 3), "top-3 queries by score"
@@ -151,7 +151,7 @@ def write_eval_figures(
     durations = protocol.eval_durations
     kept = {video: entry for video, entry in predictions.items() if video in ground_truth}
     thresholds = list(cfg.dataset.evaluation.tiou_thresholds)
-    matcher = matcher_from_config(cfg.loss.matcher)
+    matcher = build_matcher(cfg.loss.matcher)
     run_label = f"{cfg.dataset.name} {cfg.split.setting} split {cfg.split.id}"
     written: list[Path] = []
 
@@ -185,6 +185,6 @@ def write_eval_figures(
         _save(breakdown_figure({run_label: metrics["breakdown"]}, f"mAP by action length, {run_label}"),
               plots_dir / "breakdown.png", written)
     else:
-        logger.info("breakdown figure skipped: the metrics hold no breakdown (eval.breakdown=false)")
+        logger.info("breakdown figure skipped: the metrics hold no breakdown (trainer.breakdown=false)")
     logger.info("wrote %d figures into %s", len(written), plots_dir)
     return written

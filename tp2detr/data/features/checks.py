@@ -104,15 +104,23 @@ def check_features(
     check_finite(array, video_id, source)
 
 
-def missing_store_message(fmt: str, path: Path) -> str:
-    """The message for a feature store path that does not exist, with how to make it if it is a
-    synthetic store (named ``<dataset>_d<dim>_s<seed>.h5``)."""
+def store_not_found(fmt: str, path: Path, format_label: str | None = None) -> str:
+    """``feature store not found: looked for <path> (<format_label>: <what that format is>)``,
+    the first sentence of every missing-store message (``format_label`` defaults to ``fmt``)."""
     expected = (
         "a folder of <video_id>.npy files [T, C]"
         if fmt == "npy"
         else "an HDF5 file with one [T, C] dataset per video id"
     )
-    message = f"feature store not found: looked for {path} ({fmt}: {expected})"
+    return f"feature store not found: looked for {path} ({format_label or fmt}: {expected})"
+
+
+def missing_store_message(fmt: str, path: Path) -> str:
+    """The message for a feature store path that does not exist, with how to make it if it is a
+    synthetic store (named ``<dataset>_d<dim>_s<seed>.h5``) or an HDF5 copy of a ``.npy`` folder.
+    (A run's own missing store gets :func:`tp2detr.data.feature_setup.missing_features_message`,
+    which says which config keys to set.)"""
+    message = store_not_found(fmt, path)
     match = _SYNTHETIC_NAME.match(path.name)
     if fmt == "hdf5" and match:
         message += (
