@@ -42,6 +42,17 @@ run_section() {
         split=50_50 'split.id=range(5)' ;;
     paper_text)  # the main model as the paper's text describes it
       sweep paper_text_thumos14_50_50 experiment=paper_text split=50_50 'split.id=range(5)' ;;
+    paper_text_ablation)  # which of paper_text's switches costs the most: the main model with one switch flipped
+      local row switches
+      for row in "text_actionness_weight:loss.weight_actionness=2" \
+          "text_salient_loss:loss.salient_loss_form=bce loss.salient_fpn_weight=1 loss.salient_enc_weight=1" \
+          "text_linear_upsample:salient.upsample=linear" "text_no_qkv_norm:tfpn.qkv_norm=false" \
+          "text_no_box_refine:model.box_refine=false" "text_no_clipping:optim.clip_max_norm=null"; do
+        switches=${row#*:}
+        # shellcheck disable=SC2086  # one switch may be several overrides
+        sweep paper_text_ablation_thumos14_50_50 experiment=table1_thumos14_transformer "name=${row%%:*}" $switches \
+          split=50_50 'split.id=range(3)'
+      done ;;
     seeds)  # seed noise of the main model on split 0 (seed 3552 is in table1_50_50)
       sweep seeds_thumos14_50_50 experiment=table1_thumos14_transformer split=50_50 split.id=0 seed=1,2,3 ;;
     anet13)  # the main comparison on ActivityNet1.3 (baseline vs transformer TFPN), both settings, splits 0-2
@@ -49,12 +60,12 @@ run_section() {
         split=50_50 'split.id=range(3)'
       sweep table1_anet13_75_25 "${ANET[@]}" experiment=table4_anet13_baseline,table1_anet13_transformer \
         split=75_25 'split.id=range(3)' ;;
-    *) echo "unknown section $1 (table1_50_50 table1_75_25 table4 table3 paper_text seeds anet13)" >&2; exit 2 ;;
+    *) echo "unknown section $1 (table1_50_50 table1_75_25 table4 table3 paper_text seeds anet13 paper_text_ablation)" >&2; exit 2 ;;
   esac
 }
 
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(table1_50_50 table1_75_25 table4 table3 paper_text seeds anet13)
+[ ${#sections[@]} -gt 0 ] || sections=(table1_50_50 table1_75_25 table4 table3 paper_text seeds anet13 paper_text_ablation)
 for section in "${sections[@]}"; do
   run_section "$section"
 done
