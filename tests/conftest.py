@@ -17,6 +17,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """Give every test the logging set-up it started with: an in-process Hydra run installs
+    handlers on the root logger that write to the stream pytest captured for that test, which is
+    closed once the test ends (a later test's log line would then fail with a logging error)."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module of tiny-model tests (two threads spin-wait badly on a

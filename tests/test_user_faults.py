@@ -22,14 +22,11 @@ from tp2detr.cli import eval as eval_cli
 from tp2detr.cli import train as train_cli
 from tp2detr.config import compose
 from tp2detr.engine.checkpoint import load_checkpoint
+from tiny_config import tiny_training
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACEBACK = "Traceback (most recent call last)"
-TINY = [
-    "dataset=toy", "model.dim_feedforward=32", "model.encoder_layers=1", "model.decoder_layers=2",
-    "model.num_queries=6", "optim.batch_size=4", "optim.epochs=1", "trainer.progress=false",
-    "trainer.eval_batch_size=16", "trainer.breakdown=false", "trainer.ar=false",
-]
+TINY = tiny_training(epochs=1)
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,9 @@ from tp2detr.config import compose
 from tp2detr.data.feature_setup import make_synthetic_features
 from tp2detr.engine.checkpoint import load_checkpoint
 from tp2detr.engine.trainer import Trainer
+from tiny_config import tiny_training
 
-TINY = [
-    "dataset=toy", "model.dim_feedforward=32", "model.encoder_layers=1", "model.decoder_layers=2",
-    "model.num_queries=6", "optim.batch_size=4", "optim.epochs=1", "trainer.progress=false",
-    "trainer.eval_batch_size=8", "trainer.breakdown=false", "trainer.device=cpu",
-]
+TINY = [*tiny_training(epochs=1, eval_batch_size=8, ar=True), "trainer.device=cpu"]
 
 
 @pytest.mark.slow  # two torchrun processes, 7-8 s: `make test-all`

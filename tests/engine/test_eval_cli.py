@@ -24,14 +24,9 @@ from tp2detr.evaluation.evaluate import evaluate_on_protocol
 from tp2detr.engine.proposal_inference import predict_batches, video_proposals
 from tp2detr.evaluation import load_predictions, write_predictions
 from tp2detr.models.builder import build_model
+from tiny_config import tiny_model
 
-TINY = [
-    "dataset=toy",
-    "model.dim_feedforward=32",
-    "model.encoder_layers=1",
-    "model.decoder_layers=2",
-    "model.num_queries=5",
-]
+TINY = tiny_model(num_queries=5)
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # in-process runs leave logging alone
 
 

@@ -29,9 +29,9 @@ from tp2detr.engine.proposal_inference import predict_batches, video_proposals
 from tp2detr.engine.external_videos import top_k_per_video
 from tp2detr.errors import DataFormatError
 from tp2detr.evaluation import load_predictions
+from tiny_config import tiny_model
 
-TINY = ["dataset=toy", "model.dim_feedforward=32", "model.encoder_layers=1", "model.decoder_layers=2",
-        "model.num_queries=5"]
+TINY = tiny_model(num_queries=5)
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # in-process runs leave logging alone
 #: A toy evaluation video of 356 snippets: four sliding windows (stride 96), so stitching matters.
 LONG_VIDEO = "video_test_0000001"

@@ -15,13 +15,10 @@ from pathlib import Path
 import pytest
 
 from tp2detr.cli import train as train_cli
+from tiny_config import tiny_training
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [
-    "dataset=toy", "model.dim_feedforward=32", "model.encoder_layers=1", "model.decoder_layers=2",
-    "model.num_queries=6", "optim.batch_size=4", "optim.epochs=2", "trainer.progress=false",
-    "trainer.eval_batch_size=16", "trainer.breakdown=false", "trainer.ar=false",
-]
+TINY = tiny_training(epochs=2)
 
 
 @pytest.fixture(scope="module")

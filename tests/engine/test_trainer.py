@@ -13,12 +13,9 @@ from tp2detr.engine.optim import parameter_groups
 from tp2detr.engine.trainer import Trainer
 from tp2detr.errors import TrainingDiverged
 from tp2detr.models.builder import build_model
+from tiny_config import tiny_training
 
-TINY = [
-    "dataset=toy", "model.dim_feedforward=32", "model.encoder_layers=1", "model.decoder_layers=2",
-    "model.num_queries=6", "optim.batch_size=4", "optim.epochs=3", "optim.lr_drop_epoch=2",
-    "trainer.progress=false", "trainer.eval_batch_size=16", "trainer.breakdown=false",
-]
+TINY = [*tiny_training(epochs=3, ar=True), "optim.lr_drop_epoch=2"]
 
 
 @pytest.fixture(scope="module")

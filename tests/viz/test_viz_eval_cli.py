@@ -15,9 +15,9 @@ from tp2detr.data.bundle import load_data
 from tp2detr.evaluation import write_predictions
 from tp2detr.viz.canvas import file_stem
 from tp2detr.viz.report import example_videos
+from tiny_config import tiny_model
 
-TINY = ["dataset=toy", "model.dim_feedforward=32", "model.encoder_layers=1", "model.decoder_layers=2",
-        "model.num_queries=5"]
+TINY = tiny_model(num_queries=5)
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
 GLOBAL_FIGURES = {"pr_all.png", "confidence_vs_tiou.png", "durations.png", "breakdown.png"}
 
