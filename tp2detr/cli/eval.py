@@ -47,7 +47,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tp2detr.cli.hydra_app import USER_ERRORS, report_error, run_hydra_command
-from tp2detr.stored_config import refuse_moved_keys
 from tp2detr.config_checks import check_config
 from tp2detr.errors import ConfigError
 from tp2detr.io import atomic_open, atomic_write_json
@@ -291,12 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status (0 ok, 2 bad input: :data:`MOVED_KEYS` are refused before Hydra starts).
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        refuse_moved_keys(args, MOVED_KEYS, "eval.py")
-    except ConfigError as err:
-        return report_error(err)
-    return run_hydra_command("eval", run, args)
+    return run_hydra_command("eval", run, argv, moved_keys=MOVED_KEYS)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,7 @@ def run_hydra_command(
     run: CommandRun,
     argv: Sequence[str] | None = None,
     check: Callable[[DictConfig], None] | None = None,
+    moved_keys: Mapping[str, str] | None = None,
 ) -> int:
     """Compose ``configs/<config_name>.yaml`` with ``argv`` (default ``sys.argv[1:]``; split names
     such as ``50_50`` are quoted for Hydra first, :func:`tp2detr.config.normalise_overrides`) under
@@ -115,12 +116,22 @@ def run_hydra_command(
     (exit 2) before Hydra makes any folder; ``check(cfg)`` (e.g. the value rules of
     :mod:`tp2detr.config_checks`) runs on that composition too, except in a multirun, where each
     job checks its own values. A :data:`USER_ERRORS` exception from ``run`` is reported by
-    :func:`report_error`; any other exception keeps its traceback.
+    :func:`report_error`; any other exception keeps its traceback. ``moved_keys`` (``{old key: new
+    key}``) are refused before anything else, naming the new key
+    (:func:`tp2detr.stored_config.refuse_moved_keys`).
 
     Returns:
         ``run``'s exit status (0 when Hydra itself handled the call, e.g. ``--help``).
     """
-    args = normalise_overrides(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if moved_keys:
+        from tp2detr.stored_config import refuse_moved_keys
+
+        try:
+            refuse_moved_keys(args, moved_keys, f"{config_name}.py")
+        except USER_ERRORS as err:
+            return report_error(err)
+    args = normalise_overrides(args)
     flags = [a for a in args if a.startswith("-")]
     if all(flag in ("-m", "--multirun") for flag in flags):  # not --help, --cfg, -c, ...
         try:

@@ -53,7 +53,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tp2detr.cli.hydra_app import USER_ERRORS, report_error, run_hydra_command
-from tp2detr.stored_config import refuse_moved_keys
 from tp2detr.config_checks import check_config
 from tp2detr.data.annotations import FeatureInfo, load_feature_info
 from tp2detr.errors import ConfigError, DataFormatError, MissingDataError
@@ -459,12 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status (0 ok, 2 bad input: :data:`MOVED_KEYS` are refused before Hydra starts).
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        refuse_moved_keys(args, MOVED_KEYS, "predict.py")
-    except ConfigError as err:
-        return report_error(err)
-    return run_hydra_command("predict", run, args)
+    return run_hydra_command("predict", run, argv, moved_keys=MOVED_KEYS)
 
 
 if __name__ == "__main__":
