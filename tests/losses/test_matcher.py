@@ -157,3 +157,34 @@ def test_invalid_inputs_raise() -> None:
     boxes[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         matcher(boxes, torch.zeros(2, 3), [torch.rand(1, 2), torch.rand(1, 2)])
+
+
+def test_matching_all_layers_at_once_equals_matching_each_layer(monkeypatch):
+    torch.manual_seed(7)
+    layers, batch, queries = 5, 4, 9
+    boxes = torch.rand(layers, batch, queries, 2) * 0.5 + 0.1
+    logits = torch.randn(layers, batch, queries)
+    targets = [torch.rand(n, 2) * 0.4 + 0.1 for n in (3, 0, 9, 1)]
+    matcher = released_matcher()
+    together = matcher.match_layers(boxes, logits, targets)
+    assert len(together) == layers
+    for layer in range(layers):
+        separately = matcher(boxes[layer], logits[layer], targets)
+        for (p_a, g_a), (p_b, g_b) in zip(together[layer], separately):
+            assert torch.equal(p_a, p_b) and torch.equal(g_a, g_b)
+    # the cost matrices themselves are bit-identical (each layer computed with one layer's shapes)
+    import tp2detr.losses.hungarian_matcher as module
+
+    seen: list[torch.Tensor] = []
+    assign = module._assign
+    monkeypatch.setattr(module, "_assign", lambda cost: (seen.append(cost.clone()), assign(cost))[1])
+    matcher.match_layers(boxes, logits, targets)
+    batched, seen[:] = list(seen), []
+    for layer in range(layers):
+        matcher(boxes[layer], logits[layer], targets)
+    assert len(batched) == len(seen) == layers * batch
+    assert all(torch.equal(a, b) for a, b in zip(batched, seen))
+    empty = matcher.match_layers(boxes, logits, [torch.zeros(0, 2)] * batch)
+    assert len(empty) == layers and all(len(p) == 0 and len(g) == 0 for row in empty for p, g in row)
+    with pytest.raises(ValueError, match=r"\[L, B, Q, 2\]"):
+        matcher.match_layers(boxes[0], logits[0], targets)

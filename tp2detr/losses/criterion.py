@@ -188,9 +188,10 @@ class SetCriterion(nn.Module):
         logits: Tensor,
         gt_segments: list[Tensor],
         num_boxes: float,
-    ) -> tuple[dict[str, Tensor], list[MatchIndices]]:
-        """L1, IoU and actionness terms of one layer: ``boxes`` [B, Q, 2], ``logits`` [B, Q]."""
-        matches = self.matcher(boxes.detach(), logits.detach(), gt_segments)
+        matches: list[MatchIndices],
+    ) -> dict[str, Tensor]:
+        """L1, IoU and actionness terms of one layer: ``boxes`` [B, Q, 2], ``logits`` [B, Q], and
+        the layer's ``matches`` (B pairs of query and ground-truth indices)."""
         device = boxes.device
         batch_index = torch.cat(
             [torch.full_like(pred_idx, item) for item, (pred_idx, _) in enumerate(matches)]
@@ -214,8 +215,7 @@ class SetCriterion(nn.Module):
             sigmoid_focal_loss(logits, actionness_target, self.focal_alpha, self.focal_gamma).sum()
             / num_boxes
         )
-        terms = {"loss_l1": loss_l1, "loss_iou": loss_iou, "loss_actionness": loss_actionness}
-        return terms, matches
+        return {"loss_l1": loss_l1, "loss_iou": loss_iou, "loss_actionness": loss_actionness}
 
     # ------------------------------------------------------------------ salient loss
     def _salient_term(
@@ -296,17 +296,16 @@ class SetCriterion(nn.Module):
             "loss_iou": self.weight_iou,
             "loss_actionness": self.weight_actionness,
         }
-        layers = range(num_layers) if self.aux_loss else range(num_layers - 1, num_layers)
-        last_matches: list[MatchIndices] = []
-        for layer in layers:
+        layers = list(range(num_layers)) if self.aux_loss else [num_layers - 1]
+        # Every supervised layer matched in one batch: one host round trip per step, not one per layer.
+        layer_matches = self.matcher.match_layers(boxes[layers].detach(), logits[layers].detach(), gt_segments)
+        for layer, matches in zip(layers, layer_matches):
             suffix = "" if layer == num_layers - 1 else f"_{layer}"
-            layer_terms, matches = self._layer_terms(
-                boxes[layer], logits[layer], gt_segments, num_boxes
-            )
+            layer_terms = self._layer_terms(boxes[layer], logits[layer], gt_segments, num_boxes, matches)
             for name, value in layer_terms.items():
                 terms[name + suffix] = value
                 weights[name + suffix] = layer_weights[name]
-            last_matches = matches
+        last_matches = layer_matches[-1]
 
         salient = outputs.get("salient") or {}
         unknown_heads = set(salient) - set(SALIENT_HEADS)

@@ -108,27 +108,37 @@ class HungarianMatcher:
             empty = pred_boxes.new_zeros((num_queries, 0)).cpu()
             return [empty.clone() for _ in sizes]
 
-        dtype = torch.promote_types(pred_boxes.dtype, torch.float32)  # no half-precision costs
-        boxes = pred_boxes.flatten(0, 1).to(dtype)  # [B·Q, 2]
-        gt = torch.cat(list(targets), dim=0).to(boxes)  # [ΣG, 2]
-        cost = self.cost_l1 * torch.cdist(boxes, gt, p=1)
-        cost = cost - self.cost_iou * pairwise_segment_iou(
-            clamp_unit(cw_to_se(boxes)), clamp_unit(cw_to_se(gt))
-        )
-        focal = focal_match_cost(pred_logits.flatten().to(dtype), self.alpha, self.gamma)
-        cost = cost + self.cost_focal * focal[:, None]
-        if not torch.isfinite(cost).all():
-            culprits = [
-                name for name, values in (("pred_boxes", pred_boxes), ("pred_logits", pred_logits), ("target segments", gt))
-                if not torch.isfinite(values).all()
-            ]
-            raise NonFiniteCostError(
-                "HungarianMatcher: the cost matrix contains NaN or inf"
-                + (f" because {' and '.join(culprits)} do" if culprits else "")
-                + "; expected finite pred_boxes, pred_logits and target segments"
-            )
+        gt = torch.cat(list(targets), dim=0)  # [ΣG, 2]
+        cost = self._device_cost(pred_boxes, pred_logits, gt)
+        self._check_finite(cost, pred_boxes, pred_logits, gt)
         per_item = cost.view(batch_size, num_queries, -1).cpu().split(sizes, dim=-1)
         return [item_cost[item] for item, item_cost in enumerate(per_item)]
+
+    def _device_cost(self, pred_boxes: Tensor, pred_logits: Tensor, gt: Tensor) -> Tensor:
+        """``[B·Q, ΣG]`` costs on the predictions' device: ``pred_boxes`` [B, Q, 2], ``pred_logits``
+        [B, Q], ``gt`` [ΣG, 2] (every item's ground truth, concatenated)."""
+        dtype = torch.promote_types(pred_boxes.dtype, torch.float32)  # no half-precision costs
+        boxes = pred_boxes.flatten(0, 1).to(dtype)  # [B·Q, 2]
+        gt = gt.to(boxes)
+        cost = self.cost_l1 * torch.cdist(boxes, gt, p=1)
+        cost = cost - self.cost_iou * pairwise_segment_iou(clamp_unit(cw_to_se(boxes)), clamp_unit(cw_to_se(gt)))
+        focal = focal_match_cost(pred_logits.flatten().to(dtype), self.alpha, self.gamma)
+        return cost + self.cost_focal * focal[:, None]
+
+    @staticmethod
+    def _check_finite(cost: Tensor, pred_boxes: Tensor, pred_logits: Tensor, gt: Tensor) -> None:
+        """Raise :class:`NonFiniteCostError` naming the non-finite inputs (one host sync)."""
+        if torch.isfinite(cost).all():
+            return
+        culprits = [
+            name for name, values in (("pred_boxes", pred_boxes), ("pred_logits", pred_logits), ("target segments", gt))
+            if not torch.isfinite(values).all()
+        ]
+        raise NonFiniteCostError(
+            "HungarianMatcher: the cost matrix contains NaN or inf"
+            + (f" because {' and '.join(culprits)} do" if culprits else "")
+            + "; expected finite pred_boxes, pred_logits and target segments"
+        )
 
     @torch.no_grad()
     def __call__(
@@ -145,17 +155,59 @@ class HungarianMatcher:
             B pairs ``(pred_idx, gt_idx)`` of int64 CPU tensors of length ``min(Q, G_b)``, with
             ``pred_idx`` ascending; both empty for an item without ground truth.
         """
-        matches: list[MatchIndices] = []
-        for cost in self.cost_matrices(pred_boxes, pred_logits, targets):
-            if cost.shape[1] == 0:
-                empty = torch.empty(0, dtype=torch.int64)
-                matches.append((empty, empty.clone()))
-                continue
-            rows, cols = linear_sum_assignment(cost.numpy())
-            matches.append(
-                (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
+        return [_assign(cost) for cost in self.cost_matrices(pred_boxes, pred_logits, targets)]
+
+    @torch.no_grad()
+    def match_layers(
+        self, pred_boxes: Tensor, pred_logits: Tensor, targets: Sequence[Tensor]
+    ) -> list[list[MatchIndices]]:
+        """Match every decoder layer's predictions at once: the same assignments as calling the
+        matcher on each layer, with the costs of all layers computed in one batch and moved to the
+        host once (one finiteness check and one device-to-host copy per step instead of one per
+        layer).
+
+        Args:
+            pred_boxes: ``[L, B, Q, 2]`` predicted (center, width) of L layers, normalised.
+            pred_logits: ``[L, B, Q]`` actionness logits.
+            targets: B tensors ``[G_b, 2]`` of ground-truth (center, width), normalised.
+
+        Returns:
+            L lists of B pairs ``(pred_idx, gt_idx)`` (see :meth:`__call__`).
+        """
+        if pred_boxes.dim() != 4 or pred_logits.dim() != 3:
+            raise ValueError(
+                f"pred_boxes, pred_logits: expected shapes [L, B, Q, 2] and [L, B, Q], found "
+                f"{tuple(pred_boxes.shape)} and {tuple(pred_logits.shape)}"
             )
-        return matches
+        num_layers, batch_size, num_queries = pred_boxes.shape[:3]
+        if pred_logits.shape != pred_boxes.shape[:3]:
+            raise ValueError(
+                f"pred_logits: expected shape {tuple(pred_boxes.shape[:3])} to match pred_boxes, "
+                f"found {tuple(pred_logits.shape)}"
+            )
+        _check_targets(targets, batch_size)
+        sizes = [len(segments) for segments in targets]
+        if sum(sizes) == 0:
+            return [[_assign(pred_boxes.new_zeros((num_queries, 0)).cpu()) for _ in sizes] for _ in range(num_layers)]
+        gt = torch.cat(list(targets), dim=0)
+        # Each layer's costs are computed with the shapes of a single-layer call (bit-identical to
+        # calling the matcher per layer); only the check and the copy to the host are batched.
+        cost = torch.stack([self._device_cost(pred_boxes[layer], pred_logits[layer], gt) for layer in range(num_layers)])
+        self._check_finite(cost, pred_boxes, pred_logits, gt)
+        per_layer = cost.view(num_layers, batch_size, num_queries, -1).cpu()
+        return [
+            [_assign(item_cost[item]) for item, item_cost in enumerate(per_layer[layer].split(sizes, dim=-1))]
+            for layer in range(num_layers)
+        ]
+
+
+def _assign(cost: Tensor) -> MatchIndices:
+    """The minimum-cost assignment of one ``[Q, G]`` CPU cost matrix (both indices empty for G = 0)."""
+    if cost.shape[1] == 0:
+        empty = torch.empty(0, dtype=torch.int64)
+        return empty, empty.clone()
+    rows, cols = linear_sum_assignment(cost.numpy())
+    return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
 
 
 #: The ``loss.matcher`` keys :func:`build_matcher` reads.
