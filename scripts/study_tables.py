@@ -85,7 +85,7 @@ def paired_table(groups, rows, reference) -> str:
 def length_table(groups, reference, variant) -> str:
     means = {v: {r["bin"]: r for r in mean_by_length(groups[v])} for v in (reference, variant)}
     paired = {d["bin"]: d for d in paired_difference_by_length(groups[variant], groups[reference])}
-    head = ["action length (s)", "instances (all splits)", reference, variant, f"paired difference", "splits better / worse"]
+    head = ["action length (s)", "instances (all splits)", reference, variant, "paired difference", "splits better / worse"]
     lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|---:|---:|"]
     for name, first in means[reference].items():
         cells = [name, str(first["num_gt"])]

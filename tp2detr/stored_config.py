@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from tp2detr.config import CONFIG_DIR
 from tp2detr.errors import ConfigError
 
-log = logging.getLogger("tp2detr.stored_config")
+log = logging.getLogger(__name__)
 
 
 def _is_config_group(key: str) -> bool:

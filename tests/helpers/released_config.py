@@ -48,19 +48,9 @@ def _model_group(d_model: int) -> dict[str, Any]:
 def config_transformer(d_model: int = 512, num_levels: int = 4, **overrides: Any):
     """``DeformableTransformer`` of ``configs/model/tp2detr.yaml``; ``overrides`` are its
     constructor arguments (``n_heads=4``, ``num_queries=6``, ...)."""
-    from tp2detr.models.transformer import DeformableTransformer, build_transformer
+    from tp2detr.models.transformer import DeformableTransformer, transformer_arguments
 
-    built = build_transformer(_model_group(d_model), num_levels)
-    if not overrides:
-        return built
-    keys = ("n_heads", "n_encoder_layers", "n_decoder_layers", "dim_feedforward", "dropout", "encoder_points",
-            "decoder_points", "num_queries", "box_refine", "backend")
-    model = _model_group(d_model)
-    arguments = dict(zip(keys, (model["n_heads"], model["encoder_layers"], model["decoder_layers"],
-                                model["dim_feedforward"], model["dropout"], model["encoder_points"],
-                                model["decoder_points"], model["num_queries"], model["box_refine"],
-                                model["attn_backend"])))
-    return DeformableTransformer(**{**arguments, "d_model": d_model, "n_levels": num_levels, **overrides})
+    return DeformableTransformer(**{**transformer_arguments(_model_group(d_model), num_levels), **overrides})
 
 
 def config_heads(d_model: int = 512, n_decoder_layers: int = 5, **overrides: Any):

@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from tp2detr.config import CONFIG_DIR, normalise_overrides
 from tp2detr.errors import TP2DETRError, TrainingDiverged
+from tp2detr.stored_config import refuse_moved_keys
 
 #: Errors that are the user's to fix (exit status 2). ``OSError`` covers unreadable or unwritable
 #: paths and a full disk; the project's own errors name the file or key.
@@ -125,8 +126,6 @@ def run_hydra_command(
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if moved_keys:
-        from tp2detr.stored_config import refuse_moved_keys
-
         try:
             refuse_moved_keys(args, moved_keys, f"{config_name}.py")
         except USER_ERRORS as err:

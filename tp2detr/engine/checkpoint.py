@@ -27,8 +27,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from tp2detr.errors import ConfigError, TP2DETRError
+from tp2detr.config import repo_root
+from tp2detr.engine.device import resolve_precision, select_device
+from tp2detr.errors import TP2DETRError
 from tp2detr.io import atomic_write_bytes
+from tp2detr.stored_config import apply_overrides, rebase_paths
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +132,6 @@ def checkpoint_config(
     """The config a checkpoint is run with: stored, paths rebased to this repository, then the
     command-line ``overrides`` applied (all but ``app_keys``, the command's own top-level keys);
     see :func:`tp2detr.stored_config.apply_overrides`."""
-    from tp2detr.stored_config import apply_overrides, rebase_paths
-    from tp2detr.config import repo_root
-
     config = stored_config(state, source)
     rebase_paths(config, repo_root())
     return apply_overrides(config, composed, overrides, app_keys)
@@ -156,15 +156,9 @@ def inference_settings(cfg: DictConfig) -> InferenceSettings:
         ConfigError: ``trainer.device=cuda`` without a CUDA device (e.g. a run trained with it,
             evaluated on a CPU machine), a bad precision or bf16 on a CPU without native bf16.
     """
-    from tp2detr.engine.device import resolve_precision, select_device
-
-    name = str(cfg.trainer.device)
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "trainer.device is 'cuda' (the checkpoint's stored value unless given on the command line) but no "
-            "CUDA device is available; expected trainer.device=auto or trainer.device=cpu"
-        )
-    device = select_device(name)
+    device = select_device(
+        str(cfg.trainer.device), origin=" (the checkpoint's stored value unless given on the command line)"
+    )
     amp_dtype = resolve_precision(str(cfg.trainer.precision), device, key="trainer.precision")
     return InferenceSettings(
         device=device,

@@ -16,8 +16,9 @@ from tp2detr.errors import ConfigError
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, origin: str = "") -> torch.device:
     """``auto`` → CUDA when available, else CPU; ``cpu``; ``cuda`` (must be available).
+    ``origin`` says where the value came from in the error (e.g. a checkpoint's stored config).
 
     Raises:
         ConfigError: an unknown name, or ``cuda`` without a CUDA device.
@@ -28,7 +29,10 @@ def select_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("device is 'cuda' but no CUDA device is available; expected trainer.device=auto or trainer.device=cpu")
+            raise ConfigError(
+                f"trainer.device is 'cuda'{origin} but no CUDA device is available; expected trainer.device=auto "
+                "or trainer.device=cpu"
+            )
         return torch.device("cuda")
     raise ConfigError(f"device is {name!r}, expected 'auto', 'cpu' or 'cuda'")
 

@@ -103,16 +103,26 @@ class HungarianMatcher:
                 f"found {tuple(pred_logits.shape)}"
             )
         _check_targets(targets, batch_size)
+        return self._host_costs(pred_boxes[None], pred_logits[None], targets)[0]
+
+    def _host_costs(self, pred_boxes: Tensor, pred_logits: Tensor, targets: Sequence[Tensor]) -> list[list[Tensor]]:
+        """``[L][B]`` CPU cost matrices ``[Q, G_b]`` of checked inputs ``pred_boxes`` [L, B, Q, 2],
+        ``pred_logits`` [L, B, Q]. Each layer's costs are computed with the shapes of a one-layer
+        call (so they are bit-identical to it); the finiteness check and the copy to the host are
+        done once for all layers."""
+        num_layers, batch_size, num_queries = pred_boxes.shape[:3]
         sizes = [len(segments) for segments in targets]
         if sum(sizes) == 0:
             empty = pred_boxes.new_zeros((num_queries, 0)).cpu()
-            return [empty.clone() for _ in sizes]
-
+            return [[empty.clone() for _ in sizes] for _ in range(num_layers)]
         gt = torch.cat(list(targets), dim=0)  # [ΣG, 2]
-        cost = self._device_cost(pred_boxes, pred_logits, gt)
+        cost = torch.stack([self._device_cost(pred_boxes[layer], pred_logits[layer], gt) for layer in range(num_layers)])
         self._check_finite(cost, pred_boxes, pred_logits, gt)
-        per_item = cost.view(batch_size, num_queries, -1).cpu().split(sizes, dim=-1)
-        return [item_cost[item] for item, item_cost in enumerate(per_item)]
+        per_layer = cost.view(num_layers, batch_size, num_queries, -1).cpu()
+        return [
+            [item_cost[item] for item, item_cost in enumerate(per_layer[layer].split(sizes, dim=-1))]
+            for layer in range(num_layers)
+        ]
 
     def _device_cost(self, pred_boxes: Tensor, pred_logits: Tensor, gt: Tensor) -> Tensor:
         """``[B·Q, ΣG]`` costs on the predictions' device: ``pred_boxes`` [B, Q, 2], ``pred_logits``
@@ -161,10 +171,9 @@ class HungarianMatcher:
     def match_layers(
         self, pred_boxes: Tensor, pred_logits: Tensor, targets: Sequence[Tensor]
     ) -> list[list[MatchIndices]]:
-        """Match every decoder layer's predictions at once: the same assignments as calling the
-        matcher on each layer, with the costs of all layers computed in one batch and moved to the
-        host once (one finiteness check and one device-to-host copy per step instead of one per
-        layer).
+        """Match every decoder layer's predictions at once: the same costs and assignments as
+        calling the matcher on each layer, with one finiteness check and one device-to-host copy
+        for all layers instead of one per layer.
 
         Args:
             pred_boxes: ``[L, B, Q, 2]`` predicted (center, width) of L layers, normalised.
@@ -179,26 +188,13 @@ class HungarianMatcher:
                 f"pred_boxes, pred_logits: expected shapes [L, B, Q, 2] and [L, B, Q], found "
                 f"{tuple(pred_boxes.shape)} and {tuple(pred_logits.shape)}"
             )
-        num_layers, batch_size, num_queries = pred_boxes.shape[:3]
         if pred_logits.shape != pred_boxes.shape[:3]:
             raise ValueError(
                 f"pred_logits: expected shape {tuple(pred_boxes.shape[:3])} to match pred_boxes, "
                 f"found {tuple(pred_logits.shape)}"
             )
-        _check_targets(targets, batch_size)
-        sizes = [len(segments) for segments in targets]
-        if sum(sizes) == 0:
-            return [[_assign(pred_boxes.new_zeros((num_queries, 0)).cpu()) for _ in sizes] for _ in range(num_layers)]
-        gt = torch.cat(list(targets), dim=0)
-        # Each layer's costs are computed with the shapes of a single-layer call (bit-identical to
-        # calling the matcher per layer); only the check and the copy to the host are batched.
-        cost = torch.stack([self._device_cost(pred_boxes[layer], pred_logits[layer], gt) for layer in range(num_layers)])
-        self._check_finite(cost, pred_boxes, pred_logits, gt)
-        per_layer = cost.view(num_layers, batch_size, num_queries, -1).cpu()
-        return [
-            [_assign(item_cost[item]) for item, item_cost in enumerate(per_layer[layer].split(sizes, dim=-1))]
-            for layer in range(num_layers)
-        ]
+        _check_targets(targets, pred_boxes.shape[1])
+        return [[_assign(cost) for cost in layer] for layer in self._host_costs(pred_boxes, pred_logits, targets)]
 
 
 def _assign(cost: Tensor) -> MatchIndices:

@@ -195,20 +195,26 @@ class DeformableTransformer(nn.Module):
         )
 
 
+def transformer_arguments(model: Mapping[str, Any], num_levels: int) -> dict[str, Any]:
+    """The :class:`DeformableTransformer` keyword arguments of the ``model`` config group over
+    ``num_levels`` pyramid levels (the TFPN's)."""
+    return {
+        "d_model": int(model["d_model"]),
+        "n_heads": int(model["n_heads"]),
+        "n_levels": int(num_levels),
+        "n_encoder_layers": int(model["encoder_layers"]),
+        "n_decoder_layers": int(model["decoder_layers"]),
+        "dim_feedforward": int(model["dim_feedforward"]),
+        "dropout": float(model["dropout"]),
+        "encoder_points": int(model["encoder_points"]),
+        "decoder_points": int(model["decoder_points"]),
+        "num_queries": int(model["num_queries"]),
+        "box_refine": bool(model["box_refine"]),
+        "backend": str(model["attn_backend"]),
+    }
+
+
 def build_transformer(model: Mapping[str, Any], num_levels: int) -> DeformableTransformer:
     """The deformable encoder/decoder of the ``model`` config group over ``num_levels`` pyramid
     levels (the TFPN's)."""
-    return DeformableTransformer(
-        d_model=int(model["d_model"]),
-        n_heads=int(model["n_heads"]),
-        n_levels=int(num_levels),
-        n_encoder_layers=int(model["encoder_layers"]),
-        n_decoder_layers=int(model["decoder_layers"]),
-        dim_feedforward=int(model["dim_feedforward"]),
-        dropout=float(model["dropout"]),
-        encoder_points=int(model["encoder_points"]),
-        decoder_points=int(model["decoder_points"]),
-        num_queries=int(model["num_queries"]),
-        box_refine=bool(model["box_refine"]),
-        backend=str(model["attn_backend"]),
-    )
+    return DeformableTransformer(**transformer_arguments(model, num_levels))
