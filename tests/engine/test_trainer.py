@@ -50,7 +50,7 @@ def test_run_folder_contents(feature_dir, tmp_path):
 
 
 def _strip_times(doc):
-    return [{k: v for k, v in e.items() if k != "seconds"} for e in doc["epochs"]]
+    return [{k: v for k, v in e.items() if k not in ("seconds", "timing")} for e in doc["epochs"]]
 
 
 def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(feature_dir, tmp_path, monkeypatch):

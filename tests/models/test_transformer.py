@@ -314,3 +314,15 @@ def test_runs_under_deterministic_algorithms_and_repeats_exactly() -> None:
     finally:
         torch.use_deterministic_algorithms(previous)
     assert torch.equal(grads[0], grads[1])
+
+
+def test_mask_check_reads_no_device_tensor() -> None:
+    """The per-level mask check would cost a host synchronisation per level on a GPU, so it runs
+    only on CPU tensors: all-padding masks elsewhere (here on the meta device, which holds no
+    values to read) pass it, the same masks on CPU fail it."""
+    transformer, _ = _small_model()
+    srcs, masks = _levels([16, 8, 4], [[16, 8, 4], [11, 6, 3]])
+    all_padding = [torch.ones_like(m) for m in masks]
+    transformer._check_inputs([s.to("meta") for s in srcs], [m.to("meta") for m in all_padding])
+    with pytest.raises(ValueError, match="at least one valid"):
+        transformer._check_inputs(srcs, all_padding)

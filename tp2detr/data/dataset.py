@@ -110,6 +110,9 @@ def collate_samples(items: Sequence[dict[str, Any]], pad_multiple: int = 1) -> d
     if not items:
         raise ValueError("collate_samples: empty batch")
     lengths = [it["feats"].shape[0] for it in items]
+    empty = [it.get("sample") for it, n in zip(items, lengths) if n == 0]
+    if empty:
+        raise ValueError(f"collate_samples: expected at least one snippet per item, found none in {empty}")
     T = round_up(max(lengths), pad_multiple)
     B, C = len(items), items[0]["feats"].shape[1]
     feats = torch.zeros(B, T, C, dtype=torch.float32)

@@ -38,6 +38,8 @@ MUTABLE_KEYS: tuple[str, ...] = (
     "trainer.compile",
     "trainer.resume",
     "trainer.divergence",
+    "trainer.loss_check",         # when the loss is read back, not what is trained
+    "optim.fused",                # the same AdamW update computed by another kernel
     "model.attn_backend",         # the same function computed by another kernel
     "data.num_workers",
     "data.validate",

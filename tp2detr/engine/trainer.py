@@ -24,7 +24,7 @@ import math
 import shutil
 import signal
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
@@ -47,6 +47,7 @@ from tp2detr.engine.distributed import (
     shard,
 )
 from tp2detr.engine.divergence import DivergenceGuard
+from tp2detr.engine.loss_check import LossCheck, resolve_loss_check
 from tp2detr.evaluation.evaluate import evaluate_proposals
 from tp2detr.evaluation.map_by_length import length_bins_for
 from tp2detr.engine.device import resolve_precision, select_device
@@ -151,7 +152,6 @@ class Trainer:
         self.writer = None
         self.divergence = DivergenceGuard((self.trainer_cfg.get("divergence") or {}).get("factor"))
         self._config_changes: list[tuple[str, Any, Any]] = []
-        self.last_loss = math.nan  # the total loss of the last optimizer step (read on the host)
 
     # -- setup -----------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -172,7 +172,12 @@ class Trainer:
         check_features_up_front(cfg, [d for d in (self.train_set, self.eval_set, self.val_set) if d is not None])
         self.model = build_model(cfg).to(self.device)
         self.criterion = build_criterion(cfg.loss)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
+        loss_check = resolve_loss_check(
+            str(self.trainer_cfg.get("loss_check", "auto")), self.device,
+            bool(self.optimizer.defaults.get("fused")), self.dist.enabled,
+        )
+        self.loss_check = LossCheck(self.divergence, loss_check, self.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
         self.train_model: torch.nn.Module = self.model
         if bool(self.trainer_cfg.compile):
@@ -400,12 +405,15 @@ class Trainer:
         log.warning("received signal %d: finishing the current step, saving a checkpoint", signum)
         self._stop_requested = True
 
-    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """One optimizer step on a collated batch; returns the detached loss terms (+ ``loss``).
+    def train_step(self, batch: dict[str, Any], step: int = 0) -> dict[str, torch.Tensor]:
+        """One optimizer step on a collated batch (``step``: its index in the epoch, which names
+        it in a divergence message); returns the detached loss terms (+ ``loss``).
 
-        The only host synchronisation is reading the total loss, which is checked before it reaches
-        the weights (:class:`tp2detr.engine.divergence.DivergenceGuard`: a non-finite or exploding
-        loss raises FloatingPointError).
+        Host synchronisations: the matcher's one copy of the cost matrices, and with
+        ``trainer.loss_check=immediate`` reading the total loss, which is then checked before it
+        reaches the weights (:class:`tp2detr.engine.divergence.DivergenceGuard`: a non-finite or
+        exploding loss raises FloatingPointError). ``deferred`` checks it one step later
+        (:mod:`tp2detr.engine.loss_check`); call ``self.loss_check.settle`` after the step.
         """
         feats = batch["feats"].to(self.device, non_blocking=True)
         mask = batch["mask"].to(self.device, non_blocking=True)
@@ -423,16 +431,15 @@ class Trainer:
             salient_target=batch["salient_target"].to(self.device, non_blocking=True),
             salient_valid=batch["salient_valid"].to(self.device, non_blocking=True),
         )
-        value = loss.total.detach().item()
-        self.divergence.check(value, loss.as_floats)
-        self.last_loss = value
+        terms = {k: v.detach() for k, v in {"loss": loss.total, **loss.terms}.items()}
+        self.loss_check.submit(step, loss.total, terms)
         self.optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         clip = self.cfg.optim.clip_max_norm
         if clip is not None and float(clip) > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
         self.optimizer.step()
-        return {k: v.detach() for k, v in {"loss": loss.total, **loss.terms}.items()}
+        return terms
 
     def _train_epoch(
         self, epoch: int, skip_steps: int, partial: dict[str, Any] | None
@@ -449,14 +456,9 @@ class Trainer:
                    desc=f"epoch {epoch}", leave=False, disable=not (self.dist.is_main and bool(self.trainer_cfg.progress)))
         interrupted = False
         for batch in bar:
-            try:
-                terms = self.train_step(batch)
-            except FloatingPointError as err:  # a non-finite or exploding loss, non-finite outputs
-                raise self.divergence.diverged(
-                    epoch, steps, err, self.optimizer.param_groups, self.run_dir / "checkpoints" / "last.pt",
-                    len(self.doc["epochs"]),
-                ) from err
-            self.divergence.passed(epoch, steps, self.last_loss)
+            with self._stop_on_divergence(epoch, steps):
+                terms = self.train_step(batch, steps)
+                self._passed(epoch, self.loss_check.settle(wait=False))
             steps += 1
             for key, value in terms.items():
                 sums[key] = sums[key] + value if key in sums else value.to(torch.float64)
@@ -465,13 +467,35 @@ class Trainer:
                 for key, value in terms.items():
                     self.writer.add_scalar(f"train_step/{key}", float(value), global_step)
             if broadcast_flag(self._stop_requested, self.dist):
+                with self._stop_on_divergence(epoch, steps):
+                    self._passed(epoch, self.loss_check.settle(wait=True))
                 interrupted = True
                 self._partial = {"sums": {k: float(v) for k, v in sums.items()}, "steps": steps}
                 self._save("last.pt", epoch, steps)
                 break
         bar.close()
+        with self._stop_on_divergence(epoch, steps):
+            self._passed(epoch, self.loss_check.settle(wait=True))
         means = {k: float(v) / max(steps, 1) for k, v in sums.items()}
         return means, interrupted
+
+    @contextmanager
+    def _stop_on_divergence(self, epoch: int, step: int) -> Iterator[None]:
+        """Turn a FloatingPointError (a non-finite or exploding loss, non-finite outputs) into the
+        run's :class:`TrainingDiverged`, naming the failing step (``step`` unless the loss check
+        names an earlier one)."""
+        try:
+            yield
+        except FloatingPointError as err:
+            failed = self.loss_check.failed_step
+            raise self.divergence.diverged(
+                epoch, step if failed is None else failed, err, self.optimizer.param_groups,
+                self.run_dir / "checkpoints" / "last.pt", len(self.doc["epochs"]),
+            ) from err
+
+    def _passed(self, epoch: int, checked: list[tuple[int, float]]) -> None:
+        for step, value in checked:
+            self.divergence.passed(epoch, step, value)
 
     def fit(self) -> dict[str, Any]:
         """Train (or resume) to the end; returns the metrics document."""
@@ -508,8 +532,12 @@ class Trainer:
             for epoch in tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs,
                               disable=not (self.dist.is_main and bool(self.trainer_cfg.progress))):
                 epoch_started = time.perf_counter()
+                if self.device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(self.device)
                 lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+                steps_before = skip_steps
                 train_means, interrupted = self._train_epoch(epoch, skip_steps, self._partial)
+                train_seconds = time.perf_counter() - epoch_started
                 skip_steps, self._partial = 0, None
                 if interrupted:
                     self.doc["status"] = "interrupted"
@@ -525,6 +553,13 @@ class Trainer:
                         record["val"], _ = self.evaluate(self.val_set, self.bundle.val_ground_truth,
                                                           self.bundle.val_durations)
                 record["seconds"] = time.perf_counter() - epoch_started
+                record["timing"] = {
+                    "train_s": train_seconds,
+                    "train_steps": self.steps_per_epoch - steps_before,
+                    "eval_s": record["seconds"] - train_seconds,
+                    "peak_gpu_memory_mb": (torch.cuda.max_memory_allocated(self.device) / 2**20
+                                           if self.device.type == "cuda" else None),
+                }
                 selected = record["eval"] is not None and self._selects(record)
                 doc = {
                     **self.doc,

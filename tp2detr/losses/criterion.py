@@ -81,6 +81,30 @@ class LossOutput:
         return values
 
 
+def match_indices_on(
+    device: torch.device, layer_matches: Sequence[Sequence[MatchIndices]], gt_sizes: Sequence[int]
+) -> list[Tensor]:
+    """Every layer's matches as one ``[3, K_l]`` int64 tensor on ``device`` (rows: batch item,
+    query, index into the concatenated ground truth of the batch, whose item b holds
+    ``gt_sizes[b]`` segments), built on the host and copied in one (pinned, asynchronous on
+    CUDA) transfer for all layers instead of one small copy per layer and item."""
+    offsets = [0]
+    for size in gt_sizes[:-1]:
+        offsets.append(offsets[-1] + int(size))
+    rows, counts = [], []
+    for matches in layer_matches:
+        empty = torch.empty(0, dtype=torch.int64)
+        batch = torch.cat([empty, *(torch.full_like(pred_idx, item) for item, (pred_idx, _) in enumerate(matches))])
+        query = torch.cat([empty, *(pred_idx for pred_idx, _ in matches)])
+        gt = torch.cat([empty, *(gt_idx + offsets[item] for item, (_, gt_idx) in enumerate(matches))])
+        rows.append(torch.stack((batch, query, gt)))
+        counts.append(batch.numel())
+    host = torch.cat(rows, dim=1)
+    if device.type == "cuda":
+        host = host.pin_memory()
+    return list(host.to(device, non_blocking=True).split(counts, dim=1))
+
+
 def _segments_of(targets: Sequence[Mapping[str, Any]]) -> list[Tensor]:
     segments: list[Tensor] = []
     for index, target in enumerate(targets):
@@ -186,24 +210,16 @@ class SetCriterion(nn.Module):
         self,
         boxes: Tensor,
         logits: Tensor,
-        gt_segments: list[Tensor],
+        gt_all: Tensor,
         num_boxes: float,
-        matches: list[MatchIndices],
+        match_index: Tensor,
     ) -> dict[str, Tensor]:
-        """L1, IoU and actionness terms of one layer: ``boxes`` [B, Q, 2], ``logits`` [B, Q], and
-        the layer's ``matches`` (B pairs of query and ground-truth indices)."""
-        device = boxes.device
-        batch_index = torch.cat(
-            [torch.full_like(pred_idx, item) for item, (pred_idx, _) in enumerate(matches)]
-        ).to(device)
-        query_index = torch.cat([pred_idx for pred_idx, _ in matches]).to(device)
+        """L1, IoU and actionness terms of one layer: ``boxes`` [B, Q, 2], ``logits`` [B, Q],
+        ``gt_all`` [ΣG, 2] (every item's segments, concatenated) and the layer's matches as
+        ``match_index`` [3, K] on the boxes' device (batch item, query, row of ``gt_all``)."""
+        batch_index, query_index, gt_index = match_index
         matched_pred = boxes[batch_index, query_index]  # [K, 2]
-        matched_gt = torch.cat(
-            [
-                segments[gt_idx.to(segments.device)]
-                for segments, (_, gt_idx) in zip(gt_segments, matches)
-            ]
-        ).to(device=device, dtype=boxes.dtype)  # [K, 2]
+        matched_gt = gt_all[gt_index].to(dtype=boxes.dtype)  # [K, 2]
 
         loss_l1 = (matched_pred - matched_gt).abs().sum() / num_boxes
         iou = segment_iou(clamp_unit(cw_to_se(matched_pred)), cw_to_se(matched_gt))
@@ -299,9 +315,11 @@ class SetCriterion(nn.Module):
         layers = list(range(num_layers)) if self.aux_loss else [num_layers - 1]
         # Every supervised layer matched in one batch: one host round trip per step, not one per layer.
         layer_matches = self.matcher.match_layers(boxes[layers].detach(), logits[layers].detach(), gt_segments)
-        for layer, matches in zip(layers, layer_matches):
+        gt_all = torch.cat(gt_segments).to(boxes.device) if gt_segments else boxes.new_zeros((0, 2))
+        match_indices = match_indices_on(boxes.device, layer_matches, [len(segments) for segments in gt_segments])
+        for layer, match_index in zip(layers, match_indices):
             suffix = "" if layer == num_layers - 1 else f"_{layer}"
-            layer_terms = self._layer_terms(boxes[layer], logits[layer], gt_segments, num_boxes, matches)
+            layer_terms = self._layer_terms(boxes[layer], logits[layer], gt_all, num_boxes, match_index)
             for name, value in layer_terms.items():
                 terms[name + suffix] = value
                 weights[name + suffix] = layer_weights[name]

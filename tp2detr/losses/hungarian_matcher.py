@@ -117,8 +117,9 @@ class HungarianMatcher:
             return [[empty.clone() for _ in sizes] for _ in range(num_layers)]
         gt = torch.cat(list(targets), dim=0)  # [ΣG, 2]
         cost = torch.stack([self._device_cost(pred_boxes[layer], pred_logits[layer], gt) for layer in range(num_layers)])
-        self._check_finite(cost, pred_boxes, pred_logits, gt)
-        per_layer = cost.view(num_layers, batch_size, num_queries, -1).cpu()
+        per_layer = cost.view(num_layers, batch_size, num_queries, -1).cpu()  # the step's one host synchronisation
+        if not torch.isfinite(per_layer).all():  # checked on the host copy: no second synchronisation
+            self._raise_non_finite(pred_boxes, pred_logits, gt)
         return [
             [item_cost[item] for item, item_cost in enumerate(per_layer[layer].split(sizes, dim=-1))]
             for layer in range(num_layers)
@@ -136,10 +137,9 @@ class HungarianMatcher:
         return cost + self.cost_focal * focal[:, None]
 
     @staticmethod
-    def _check_finite(cost: Tensor, pred_boxes: Tensor, pred_logits: Tensor, gt: Tensor) -> None:
-        """Raise :class:`NonFiniteCostError` naming the non-finite inputs (one host sync)."""
-        if torch.isfinite(cost).all():
-            return
+    def _raise_non_finite(pred_boxes: Tensor, pred_logits: Tensor, gt: Tensor) -> None:
+        """Raise :class:`NonFiniteCostError` for a cost matrix with NaN or inf, naming the
+        non-finite inputs."""
         culprits = [
             name for name, values in (("pred_boxes", pred_boxes), ("pred_logits", pred_logits), ("target segments", gt))
             if not torch.isfinite(values).all()

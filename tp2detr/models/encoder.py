@@ -90,14 +90,17 @@ class DeformableEncoder(nn.Module):
         self,
         src: Tensor,
         pos: Tensor,
+        level_sizes: Sequence[int],
         level_lengths: Tensor,
         level_start_index: Tensor,
         valid_ratios: Tensor,
         padding_mask: Tensor | None = None,
     ) -> Tensor:
-        """src, pos ``[B, S, C]``; level_lengths, level_start_index ``[L]`` int64;
+        """src, pos ``[B, S, C]``; level_sizes: the L lengths T_l as Python ints (the reference
+        points are built from them without reading ``level_lengths`` back from the device);
+        level_lengths, level_start_index ``[L]`` int64 (the same lengths, for the attention op);
         valid_ratios ``[B, L, 1]``; padding_mask ``[B, S]`` (True = pad) → memory ``[B, S, C]``."""
-        reference_points = encoder_reference_points(level_lengths.tolist(), valid_ratios)
+        reference_points = encoder_reference_points(level_sizes, valid_ratios)
         for layer in self.layers:
             src = layer(src, pos, reference_points, level_lengths, level_start_index, padding_mask)
         return src

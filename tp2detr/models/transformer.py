@@ -127,7 +127,11 @@ class DeformableTransformer(nn.Module):
                     f"masks[{level}]: expected a bool tensor of shape [{batch}, {src.shape[2]}], "
                     f"found dtype {mask.dtype} and shape {tuple(mask.shape)}"
                 )
-            if not bool((~mask).any(dim=1).all()):
+            # Reading a device tensor back costs a host synchronisation per level, so the check
+            # runs where it is free: on CPU tensors. On a GPU the masks come from a collated batch
+            # (collate_samples: valid snippets first, at least one per item) through the TFPN,
+            # whose every level keeps position 0, so each item keeps a valid position.
+            if mask.device.type == "cpu" and not bool((~mask).any(dim=1).all()):
                 raise ValueError(f"masks[{level}]: every item needs at least one valid (False) position")
 
     def forward(
@@ -164,7 +168,7 @@ class DeformableTransformer(nn.Module):
         mask_flat = torch.cat(list(masks), dim=1)  # [B, S]
         valid_ratios = valid_ratios_from_masks(masks).to(src_flat.dtype)  # [B, L, 1]
 
-        memory = self.encoder(src_flat, pos_flat, level_lengths, level_start_index, valid_ratios, mask_flat)
+        memory = self.encoder(src_flat, pos_flat, lengths, level_lengths, level_start_index, valid_ratios, mask_flat)
 
         batch = src_flat.shape[0]
         query_pos, tgt = self.query_embed.weight.split(self.d_model, dim=1)  # [Q, C] each

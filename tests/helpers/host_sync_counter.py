@@ -1,0 +1,79 @@
+"""Count, on CPU, the host synchronisations a piece of code would make on a GPU.
+
+On a GPU a synchronisation happens whenever the host needs a value the device computed: reading
+it (``item``, ``tolist``, ``bool(t)``, ``float(t)``, ``numpy``), copying it to the host (``cpu``,
+``to("cpu")``), or an operation whose output size depends on the data (``nonzero``, boolean-mask
+indexing, ``masked_select``, ``unique``). On CPU nothing is on a device, so
+:class:`HostSyncCounter` keeps track of which tensors *would be*: the ones marked as such (a
+model's parameters, a batch after its transfer) and everything computed from them. A read of such
+a tensor counts as one synchronisation; the copy it makes (``cpu()``) is a host tensor, free to
+read afterwards. Autograd's backward runs in C++ and is not seen (it makes no such reads).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+import traceback
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+_READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu"}
+_DATA_DEPENDENT = {"nonzero", "masked_select", "unique", "unique_consecutive", "argwhere"}
+_MARK = "_on_device_in_a_gpu_run"
+
+
+def _tensors(values) -> list[torch.Tensor]:
+    return [value for value in tree_flatten(values)[0] if isinstance(value, torch.Tensor)]
+
+
+def mark_on_device(tensors: Iterable[torch.Tensor]) -> None:
+    """Treat ``tensors`` as device-resident (e.g. ``model.parameters()``, a batch's tensors)."""
+    for tensor in tensors:
+        setattr(tensor, _MARK, True)
+
+
+def on_device(tensor: torch.Tensor) -> bool:
+    return bool(getattr(tensor, _MARK, False))
+
+
+class HostSyncCounter(TorchFunctionMode):
+    """``with HostSyncCounter() as counter: ...``; then ``counter.count`` and ``counter.sites``
+    (a Counter of ``(operation, "file:line in function")`` of the code that synchronised)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: Counter[tuple[str, str]] = Counter()
+
+    @property
+    def count(self) -> int:
+        return sum(self.sites.values())
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        inputs = _tensors((args, kwargs))
+        from_device = any(on_device(tensor) for tensor in inputs)
+        syncs = from_device and (
+            name in _READS
+            or name in _DATA_DEPENDENT
+            or (name == "__getitem__" and any(t.dtype == torch.bool for t in _tensors(args[1:])))
+        )
+        if syncs:
+            self.sites[(name, _caller())] += 1
+        result = func(*args, **kwargs)
+        if name == "cpu" and syncs:
+            # The copy is a host tensor (on CPU cpu() returns the input itself: copy to tell them apart).
+            return result.clone() if isinstance(result, torch.Tensor) and result is args[0] else result
+        if from_device and name not in _READS:
+            for tensor in _tensors(result):
+                setattr(tensor, _MARK, True)
+        return result
+
+
+def _caller() -> str:
+    frames = [f for f in traceback.extract_stack() if "/tp2detr/" in f.filename and "site-packages" not in f.filename]
+    frame = frames[-1] if frames else traceback.extract_stack()[-3]
+    return f"{frame.filename.split('/tp2detr/')[-1]}:{frame.lineno} in {frame.name}"
