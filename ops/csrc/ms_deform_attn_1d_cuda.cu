@@ -12,6 +12,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <type_traits>
 
 namespace tp2detr_ops {
 namespace {
@@ -106,18 +107,36 @@ std::vector<at::Tensor> ms_deform_attn_1d_backward_cuda(const at::Tensor& value,
   const int64_t rows = N * Lq * M;
   if (rows > 0 && D > 0) {
     const auto stream = c10::cuda::getCurrentCUDAStream();
+    const bool small = std::max({value.numel(), grad_output.numel(), sampling_locations.numel(),
+                                 rows * cuda::kWarpSize}) < kInt32IndexLimit;
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_1d_backward_cuda", [&] {
           using acc_t = at::opmath_type<scalar_t>;
           const int blocks = blocks_for(rows * cuda::kWarpSize);
-          if (deterministic) {
-            cuda::backward_sample_kernel<scalar_t, acc_t, false><<<blocks, kThreads, 0, stream>>>(
+          // The sample kernel: location and weight gradients, and (unless deterministic) the
+          // value gradient with atomics; 32- or 64-bit indexing as in the forward.
+          auto launch_sample_kernel = [&](auto index_tag, auto atomic_tag) {
+            using index_t = decltype(index_tag);
+            constexpr bool kAtomic = decltype(atomic_tag)::value;
+            cuda::backward_sample_kernel<scalar_t, acc_t, index_t, kAtomic><<<blocks, kThreads, 0, stream>>>(
                 value.data_ptr<scalar_t>(), level_lengths.data_ptr<int64_t>(),
                 level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
                 attention_weights.data_ptr<acc_t>(), grad_output.data_ptr<scalar_t>(),
                 grad_value_acc.data_ptr<acc_t>(), grad_locations.data_ptr<acc_t>(),
-                grad_weights.data_ptr<acc_t>(), N, S, M, D, Lq, L, P);
+                grad_weights.data_ptr<acc_t>(), static_cast<index_t>(N), static_cast<index_t>(S),
+                static_cast<index_t>(M), static_cast<index_t>(D), static_cast<index_t>(Lq),
+                static_cast<index_t>(L), static_cast<index_t>(P));
             C10_CUDA_KERNEL_LAUNCH_CHECK();
+          };
+          auto launch = [&](auto atomic_tag) {
+            if (small) {
+              launch_sample_kernel(int32_t{}, atomic_tag);
+            } else {
+              launch_sample_kernel(int64_t{}, atomic_tag);
+            }
+          };
+          if (deterministic) {
+            launch(std::false_type{});
             cuda::value_grad_deterministic_kernel<scalar_t, acc_t>
                 <<<blocks_for(N * M * D), kThreads, 0, stream>>>(
                     level_lengths.data_ptr<int64_t>(), level_start_index.data_ptr<int64_t>(),
@@ -126,13 +145,7 @@ std::vector<at::Tensor> ms_deform_attn_1d_backward_cuda(const at::Tensor& value,
                     Lq, L, P);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           } else {
-            cuda::backward_sample_kernel<scalar_t, acc_t, true><<<blocks, kThreads, 0, stream>>>(
-                value.data_ptr<scalar_t>(), level_lengths.data_ptr<int64_t>(),
-                level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
-                attention_weights.data_ptr<acc_t>(), grad_output.data_ptr<scalar_t>(),
-                grad_value_acc.data_ptr<acc_t>(), grad_locations.data_ptr<acc_t>(),
-                grad_weights.data_ptr<acc_t>(), N, S, M, D, Lq, L, P);
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
+            launch(std::true_type{});
           }
         });
   }

@@ -40,15 +40,6 @@ __device__ __forceinline__ DeviceTaps<acc_t> device_taps(acc_t location, int64_t
   return taps;
 }
 
-template <typename acc_t>
-__device__ __forceinline__ acc_t warp_sum(acc_t x) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
-    x += __shfl_xor_sync(0xffffffffu, x, offset);
-  }
-  return x;
-}
-
 // Channels each lane accumulates per pass of the forward kernel: one pass covers D <= 128.
 constexpr int kForwardChannelsPerLane = 4;
 
@@ -127,10 +118,107 @@ __global__ void forward_kernel(const scalar_t* __restrict__ value, const int64_t
   }
 }
 
-// One warp per (n, q, m): lanes stride over D, the per-sample dot products are reduced with warp
-// shuffles (any D). With kAtomicValueGrad the warp also scatters into grad_value_acc with
-// atomicAdd; without it grad_value is left to value_grad_deterministic_kernel.
-template <typename scalar_t, typename acc_t, bool kAtomicValueGrad>
+// Channels each lane holds per pass of the backward kernel: one pass covers D <= 128.
+constexpr int kBackwardChannelsPerLane = 4;
+
+// Samples a warp of the backward kernel takes at a time: the model's rows have L x P = 16 samples
+// (4 levels x 4 points), and 16 per-lane partial sums of two kinds keep the kernel in registers.
+constexpr int kBackwardChunk = 16;
+
+// One stage of warp_transpose_sum: kWidth (a compile-time constant, so every index is static and
+// the values stay in registers) halves the number of values a lane holds. A lane keeps the half
+// whose sample index has the lane's kWidth bit, adding the partner lane's (lane ^ kWidth) copy.
+template <int kWidth, typename acc_t>
+__device__ __forceinline__ void transpose_sum_stage(acc_t (&v)[kBackwardChunk], bool upper) {
+#pragma unroll
+  for (int i = 0; i < kWidth; ++i) {
+    const acc_t send = upper ? v[i] : v[i + kWidth];
+    const acc_t keep = upper ? v[i + kWidth] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, kWidth);
+  }
+}
+
+// Reduce-scatter across the warp: on entry each lane holds v[0..15], its partial sums for the 16
+// samples of a chunk; on return lanes j and j + 16 hold the warp-wide sum of sample j. 31
+// shuffles (16 to add the two half-warps, then 8 + 4 + 2 + 1) for the 16 sums, where a butterfly
+// sum per sample takes 16 x 5.
+template <typename acc_t>
+__device__ __forceinline__ acc_t warp_transpose_sum(acc_t (&v)[kBackwardChunk], int lane) {
+  static_assert(kBackwardChunk == 16, "the stages below are written for 16 samples");
+#pragma unroll
+  for (int i = 0; i < kBackwardChunk; ++i) v[i] += __shfl_xor_sync(0xffffffffu, v[i], 16);
+  transpose_sum_stage<8>(v, (lane & 8) != 0);
+  transpose_sum_stage<4>(v, (lane & 4) != 0);
+  transpose_sum_stage<2>(v, (lane & 2) != 0);
+  transpose_sum_stage<1>(v, (lane & 1) != 0);
+  return v[0];
+}
+
+// Value-gradient contributions of a warp, combined before they become atomics: the warp walks its
+// taps in order and keeps the two most recent distinct keys (warp-uniform, so no divergence) with
+// each lane's channel sums; a tap at one of them adds in registers, another key flushes the older
+// slot with one atomicAdd per channel. Neighbouring sampling points often share a key (the high
+// tap of one is the low tap of the next, or both fall in one cell, especially at coarse levels).
+// (Two named slots, not an array indexed by a runtime slot number: that would live in local memory.)
+template <typename acc_t, typename index_t>
+struct TapCombiner {
+  acc_t* grad;      // the head's grad_value_acc: key k, channel d at [k + d]
+  index_t d0;       // this lane's first channel: d0 + i * kWarpSize
+  index_t D;
+  index_t key_a, key_b;  // -1: empty
+  acc_t sum_a[kBackwardChannelsPerLane], sum_b[kBackwardChannelsPerLane];
+  bool replace_a;        // which slot a new key takes (the older one)
+
+  __device__ __forceinline__ TapCombiner(acc_t* grad_, index_t d0_, index_t D_)
+      : grad(grad_), d0(d0_), D(D_), key_a(-1), key_b(-1), replace_a(true) {}
+
+  __device__ __forceinline__ void flush(index_t key, const acc_t (&sum)[kBackwardChannelsPerLane]) {
+    if (key < 0) return;
+#pragma unroll
+    for (int i = 0; i < kBackwardChannelsPerLane; ++i) {
+      const index_t d = d0 + i * kWarpSize;
+      if (d < D) atomicAdd(grad + key + d, sum[i]);
+    }
+  }
+
+  // Add coefficient c times this lane's grad_output channels go[] at key k (k >= 0).
+  __device__ __forceinline__ void add(index_t k, acc_t c, const acc_t (&go)[kBackwardChannelsPerLane]) {
+    if (k == key_a) {
+#pragma unroll
+      for (int i = 0; i < kBackwardChannelsPerLane; ++i) sum_a[i] += c * go[i];
+    } else if (k == key_b) {
+#pragma unroll
+      for (int i = 0; i < kBackwardChannelsPerLane; ++i) sum_b[i] += c * go[i];
+    } else if (replace_a) {
+      flush(key_a, sum_a);
+      key_a = k;
+#pragma unroll
+      for (int i = 0; i < kBackwardChannelsPerLane; ++i) sum_a[i] = c * go[i];
+      replace_a = false;
+    } else {
+      flush(key_b, sum_b);
+      key_b = k;
+#pragma unroll
+      for (int i = 0; i < kBackwardChannelsPerLane; ++i) sum_b[i] = c * go[i];
+      replace_a = true;
+    }
+  }
+
+  __device__ __forceinline__ void flush_all() {
+    flush(key_a, sum_a);
+    flush(key_b, sum_b);
+  }
+};
+
+// One warp per (n, q, m) row, laid out like the forward kernel: lane j < 16 computes the taps of
+// sample j of each chunk of 16 once and the warp broadcasts them with shuffles; lane j keeps the
+// grad_output channels d = j, j + 32, ... in registers and accumulates its partial dot products
+// with the two tap values for every sample of the chunk; one reduce-scatter (warp_transpose_sum)
+// then leaves sample j's sums in lane j, which writes its location and weight gradients. With
+// kAtomicValueGrad the warp also adds the value gradient, through a TapCombiner; without it
+// grad_value is left to value_grad_deterministic_kernel.
+// index_t is int32_t when every offset fits (the launcher checks), else int64_t.
+template <typename scalar_t, typename acc_t, typename index_t, bool kAtomicValueGrad>
 __global__ void backward_sample_kernel(const scalar_t* __restrict__ value,
                                        const int64_t* __restrict__ lengths,
                                        const int64_t* __restrict__ starts,
@@ -139,56 +227,96 @@ __global__ void backward_sample_kernel(const scalar_t* __restrict__ value,
                                        const scalar_t* __restrict__ grad_output,
                                        acc_t* __restrict__ grad_value_acc,
                                        acc_t* __restrict__ grad_locations,
-                                       acc_t* __restrict__ grad_weights, int64_t N, int64_t S,
-                                       int64_t M, int64_t D, int64_t Lq, int64_t L, int64_t P) {
-  const int64_t rows = N * Lq * M;
+                                       acc_t* __restrict__ grad_weights, index_t N, index_t S,
+                                       index_t M, index_t D, index_t Lq, index_t L, index_t P) {
+  const index_t rows = N * Lq * M;
+  const index_t samples = L * P;
+  const index_t key_stride = M * D;
   const int lane = threadIdx.x % kWarpSize;
-  const int64_t warps_per_grid = static_cast<int64_t>(gridDim.x) * blockDim.x / kWarpSize;
+  const index_t warps_per_grid = static_cast<index_t>(gridDim.x) * (blockDim.x / kWarpSize);
   // blockDim.x is a multiple of 32, so every lane of a warp sees the same row: shuffles are safe.
-  for (int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarpSize;
+  for (index_t row = (static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarpSize;
        row < rows; row += warps_per_grid) {
-    const int64_t m = row % M;
-    const int64_t n = row / (Lq * M);
+    const index_t m = row % M;
+    const index_t n = row / (Lq * M);
+    const index_t head = (n * S * M + m) * D;  // key k, channel d of this head: [head + k * key_stride + d]
+    const scalar_t* head_value = value + head;
+    acc_t* head_grad_value = grad_value_acc + head;
     const scalar_t* g = grad_output + row * D;
-    const acc_t* loc = locations + row * L * P;
-    const acc_t* att = weights + row * L * P;
-    for (int64_t l = 0; l < L; ++l) {
-      const int64_t length = lengths[l];
-      const int64_t level_offset = ((n * S + starts[l]) * M + m) * D;
-      for (int64_t p = 0; p < P; ++p) {
-        const int64_t k = row * L * P + l * P + p;
-        const DeviceTaps<acc_t> taps = device_taps(loc[l * P + p], length);
-        if (!taps.valid) {
-          if (lane == 0) {
-            grad_locations[k] = acc_t(0);
-            grad_weights[k] = acc_t(0);
-          }
-          continue;
-        }
-        const acc_t w = att[l * P + p];
-        const acc_t c_low = w * (acc_t(1) - taps.frac);
-        const acc_t c_high = w * taps.frac;
-        const int64_t low_offset = level_offset + taps.low * M * D;
-        const int64_t high_offset = low_offset + M * D;
-        acc_t dot_low = acc_t(0);
-        acc_t dot_high = acc_t(0);
-        for (int64_t d = lane; d < D; d += kWarpSize) {
-          const acc_t go = static_cast<acc_t>(g[d]);
+    const acc_t* loc = locations + row * samples;
+    const acc_t* att = weights + row * samples;
+    for (index_t s0 = 0; s0 < samples; s0 += kBackwardChunk) {
+      // This lane's sample: key offsets (-1 = tap outside its level), tap weights, and what its
+      // location gradient needs.
+      const index_t s = s0 + lane;
+      const bool mine = lane < kBackwardChunk && s < samples;  // this lane owns sample s
+      bool valid = false;
+      index_t my_low = -1, my_high = -1;
+      acc_t my_c_low = acc_t(0), my_c_high = acc_t(0), frac = acc_t(0), w = acc_t(0), length_f = acc_t(0);
+      if (mine) {
+        const index_t l = s / P;
+        const int64_t length = lengths[l];
+        const DeviceTaps<acc_t> taps = device_taps(loc[s], length);
+        if (taps.valid) {
+          valid = true;
+          w = att[s];
+          frac = taps.frac;
+          length_f = static_cast<acc_t>(length);
+          const index_t key = static_cast<index_t>(starts[l]) + static_cast<index_t>(taps.low);
           if (taps.low_inside) {
-            dot_low += go * static_cast<acc_t>(value[low_offset + d]);
-            if (kAtomicValueGrad) atomicAdd(grad_value_acc + low_offset + d, c_low * go);
+            my_low = key * key_stride;
+            my_c_low = w * (acc_t(1) - frac);
           }
           if (taps.high_inside) {
-            dot_high += go * static_cast<acc_t>(value[high_offset + d]);
-            if (kAtomicValueGrad) atomicAdd(grad_value_acc + high_offset + d, c_high * go);
+            my_high = (key + 1) * key_stride;
+            my_c_high = w * frac;
           }
         }
-        dot_low = warp_sum(dot_low);
-        dot_high = warp_sum(dot_high);
-        if (lane == 0) {
-          grad_weights[k] = (acc_t(1) - taps.frac) * dot_low + taps.frac * dot_high;
-          grad_locations[k] = static_cast<acc_t>(length) * w * (dot_high - dot_low);
+      }
+      const index_t count = samples - s0 < kBackwardChunk ? samples - s0 : kBackwardChunk;
+      acc_t dot_low[kBackwardChunk], dot_high[kBackwardChunk];
+#pragma unroll
+      for (int j = 0; j < kBackwardChunk; ++j) dot_low[j] = dot_high[j] = acc_t(0);
+      for (index_t d0 = 0; d0 < D; d0 += kWarpSize * kBackwardChannelsPerLane) {
+        acc_t go[kBackwardChannelsPerLane];
+#pragma unroll
+        for (int i = 0; i < kBackwardChannelsPerLane; ++i) {
+          const index_t d = d0 + lane + i * kWarpSize;
+          go[i] = d < D ? static_cast<acc_t>(g[d]) : acc_t(0);
         }
+        TapCombiner<acc_t, index_t> combiner(head_grad_value, d0 + lane, D);
+#pragma unroll
+        for (int j = 0; j < kBackwardChunk; ++j) {
+          if (j < count) {  // warp-uniform
+            const index_t low = __shfl_sync(0xffffffffu, my_low, j);
+            const index_t high = __shfl_sync(0xffffffffu, my_high, j);
+            acc_t partial_low = acc_t(0), partial_high = acc_t(0);
+#pragma unroll
+            for (int i = 0; i < kBackwardChannelsPerLane; ++i) {
+              const index_t d = d0 + lane + i * kWarpSize;
+              if (d < D) {
+                if (low >= 0) partial_low += go[i] * static_cast<acc_t>(head_value[low + d]);
+                if (high >= 0) partial_high += go[i] * static_cast<acc_t>(head_value[high + d]);
+              }
+            }
+            dot_low[j] += partial_low;
+            dot_high[j] += partial_high;
+            if (kAtomicValueGrad) {
+              const acc_t c_low = __shfl_sync(0xffffffffu, my_c_low, j);
+              const acc_t c_high = __shfl_sync(0xffffffffu, my_c_high, j);
+              if (low >= 0) combiner.add(low, c_low, go);
+              if (high >= 0) combiner.add(high, c_high, go);
+            }
+          }
+        }
+        if (kAtomicValueGrad) combiner.flush_all();
+      }
+      const acc_t sum_low = warp_transpose_sum(dot_low, lane);
+      const acc_t sum_high = warp_transpose_sum(dot_high, lane);
+      if (mine) {
+        const index_t k = row * samples + s;
+        grad_weights[k] = valid ? (acc_t(1) - frac) * sum_low + frac * sum_high : acc_t(0);
+        grad_locations[k] = valid ? length_f * w * (sum_high - sum_low) : acc_t(0);
       }
     }
   }
