@@ -30,7 +30,8 @@ def _fused_setup():
 
 def _step(param, optimizer, check, step, loss_value):
     """One guarded step with the given loss value (the gradient is always finite)."""
-    check.submit(step, torch.tensor(loss_value), {"loss": torch.tensor(loss_value)})
+    loss = torch.tensor(loss_value, device=param.device)
+    check.submit(step, loss, {"loss": loss})
     optimizer.zero_grad()
     param.grad = torch.ones_like(param)
     optimizer.step()
@@ -103,7 +104,9 @@ def feature_dir(toy_feature_dir):
 
 
 def _cfg(feature_dir, *overrides):
-    return compose([*tiny_training(epochs=1), "optim.epochs=1", f"paths.feature_dir={feature_dir}", *overrides])
+    """The tiny model on the CPU (also on a GPU machine: these tests pin the CPU's defaults)."""
+    return compose([*tiny_training(epochs=1), "optim.epochs=1", "trainer.device=cpu", f"paths.feature_dir={feature_dir}",
+                    *overrides])
 
 
 def _losses(trainer, steps):
@@ -178,3 +181,21 @@ def test_host_synchronisations_of_a_training_step(feature_dir, tmp_path, one_thr
     for (_, where), n in sites.items():
         by_file[where.split(":")[0]] = by_file.get(where.split(":")[0], 0) + n
     assert by_file == expected, counter.sites
+
+
+@pytest.mark.gpu
+def test_deferred_check_on_cuda_skips_and_reports_with_pinned_copies():
+    """On the device: the loss reaches the host through a pinned buffer and an event, a passing
+    step is returned once its copy is done, a NaN step's update is skipped by the fused AdamW."""
+    param = torch.nn.Parameter(torch.ones(3, device="cuda"))
+    optimizer = torch.optim.AdamW([param], lr=0.1, fused=True)
+    check = LossCheck(DivergenceGuard(factor=10), "deferred", optimizer)
+    _step(param, optimizer, check, 0, 2.0)
+    torch.cuda.synchronize()
+    assert check.settle(wait=False) == [(0, 2.0)]
+    after_first = param.detach().clone()
+    _step(param, optimizer, check, 1, math.nan)
+    with pytest.raises(FloatingPointError, match="nan"):
+        check.settle(wait=True)
+    assert check.failed_step == 1
+    assert torch.equal(param.detach(), after_first)
