@@ -7,7 +7,8 @@ indexing, ``masked_select``, ``unique``). On CPU nothing is on a device, so
 :class:`HostSyncCounter` keeps track of which tensors *would be*: the ones marked as such (a
 model's parameters, a batch after its transfer) and everything computed from them. A read of such
 a tensor counts as one synchronisation; the copy it makes (``cpu()``) is a host tensor, free to
-read afterwards. Autograd's backward runs in C++ and is not seen (it makes no such reads).
+read afterwards. Tensors a factory makes with an explicit ``device=`` (a ``torch.device``, as in
+``device=x.device``) count as on the device too. Autograd's backward runs in C++ and is not seen (it makes no such reads).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from torch.utils._pytree import tree_flatten
 
 _READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu"}
 _DATA_DEPENDENT = {"nonzero", "masked_select", "unique", "unique_consecutive", "argwhere"}
+_FACTORIES = {"tensor", "as_tensor", "zeros", "ones", "empty", "full", "arange", "linspace", "rand", "randn",
+              "randint", "eye"}
 _MARK = "_on_device_in_a_gpu_run"
 
 
@@ -64,6 +67,11 @@ class HostSyncCounter(TorchFunctionMode):
         if syncs:
             self.sites[(name, _caller())] += 1
         result = func(*args, **kwargs)
+        if name in _FACTORIES and isinstance(kwargs.get("device"), torch.device):
+            # Made on an explicit device (``device=x.device``): in a GPU run, on the GPU. Factories
+            # without one (or with the string "cpu") make host tensors in both runs.
+            for tensor in _tensors(result):
+                setattr(tensor, _MARK, True)
         if name == "cpu" and syncs:
             # The copy is a host tensor (on CPU cpu() returns the input itself: copy to tell them apart).
             return result.clone() if isinstance(result, torch.Tensor) and result is args[0] else result
