@@ -189,3 +189,19 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32(training):
     if not training:  # dropout draws differ in order under autocast; compare only in eval mode
         torch.testing.assert_close(low["boxes"].float(), reference["boxes"], atol=0.05, rtol=0.05)
     assert torch.isfinite(low["actionness"].float()).all()
+
+
+@pytest.mark.parametrize("tfpn", [t if t == "transformer" else pytest.param(t, marks=pytest.mark.slow) for t in TFPNS])
+def test_the_forward_is_one_graph_for_torch_compile(tfpn):
+    """trainer.compile: Dynamo traces the whole forward of every TFPN variant (the fallback
+    attention; the compiled op's custom ops are traced in tests/ops/test_ops.py). Its only graph
+    breaks on CPU are the transformer's mask check, which reads the masks and runs on CPU tensors
+    only, so a GPU forward is one graph."""
+    model = small_model(f"tfpn={tfpn}", "model.attn_backend=pytorch").train()
+    feats, mask = _batch([16, 11])
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(feats, mask)
+    elsewhere = [reason for reason in explanation.break_reasons
+                 if not any(frame.name == "_check_inputs" for frame in reason.user_stack)]
+    assert elsewhere == [], [reason.reason.splitlines()[0] for reason in elsewhere]
+    torch._dynamo.reset()

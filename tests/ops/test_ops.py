@@ -273,3 +273,42 @@ def test_cuda_sources_compile_with_nvcc(tmp_path: Path) -> None:
         pytest.skip("nvcc not found: the CUDA sources cannot be compile-checked here")
     objects = ops_build.nvcc_compile_check(tmp_path, arch="90")
     assert objects and all(o.stat().st_size > 0 for o in objects)
+
+
+def test_the_custom_ops_are_the_function_and_pass_opcheck(extension) -> None:
+    """The custom ops torch.compile traces (tp2detr.ops.library) run the same kernels as the eager
+    autograd.Function: identical output and gradients; torch.library.opcheck validates their
+    schema, fake (shape) implementations and autograd registration."""
+    from tp2detr.ops.functions import MSDeformAttn1DFunction
+    from tp2detr.ops.library import ms_deform_attn_1d_op
+
+    value, lengths, starts, locations, weights = make_inputs(head_dim=8, seed=3)
+    eager = forward_and_grads(lambda v, n, s, l, w: MSDeformAttn1DFunction.apply(extension, v, n, s, l, w),
+                              value, lengths, starts, locations, weights)
+    custom = forward_and_grads(ms_deform_attn_1d_op, value, lengths, starts, locations, weights)
+    assert torch.equal(custom[0], eager[0])
+    for got, expected in zip(custom[1], eager[1]):
+        assert torch.equal(got, expected)
+    args = (value, lengths, starts, locations.requires_grad_(), weights.requires_grad_())
+    torch.library.opcheck(torch.ops.tp2detr.ms_deform_attn_1d.default, args)
+
+
+def test_torch_compile_traces_the_op_without_a_graph_break(extension) -> None:
+    """Under torch.compile the compiled backend is one node of the graph (fullgraph=True fails on
+    any graph break); aot_eager, because inductor's CPU code generation is not what is tested here."""
+    inputs = make_inputs(head_dim=8, seed=4)
+    leaves = [t.detach().clone().requires_grad_() for t in (inputs[0], inputs[3], inputs[4])]
+
+    def attention(value, locations, weights):
+        return ms_deform_attn_1d_compiled(extension, value, inputs[1], inputs[2], locations, weights).sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(attention, backend="aot_eager", fullgraph=True)
+    got = compiled(*leaves)
+    got.backward()
+    expected_leaves = [t.detach().clone().requires_grad_() for t in leaves]
+    expected = attention(*expected_leaves)
+    expected.backward()
+    torch.testing.assert_close(got, expected)
+    for a, b in zip(leaves, expected_leaves):
+        torch.testing.assert_close(a.grad, b.grad)

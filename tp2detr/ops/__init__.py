@@ -23,6 +23,7 @@ import os
 
 from tp2detr.ops.build import OpBuildError, cuda_toolkit_available, is_built, load_extension
 from tp2detr.ops.functions import MSDeformAttn1DFunction, ms_deform_attn_1d_compiled
+from tp2detr.ops.library import bind_extension
 from tp2detr.ops.registry import available_backends, register_backend, set_compiled_provider
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def auto_policy() -> str:
 
 
 def _register(module) -> list[str]:
+    bind_extension(module)
     names = ["cpp"] + (["cuda"] if module.with_cuda() else [])
     present = available_backends()
     for name in names:

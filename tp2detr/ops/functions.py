@@ -3,7 +3,8 @@
 ``ms_deform_attn_1d_compiled(module, ...)`` has the signature and semantics of
 ``tp2detr.ops.reference.ms_deform_attn_1d_pytorch`` (linear interpolation,
 ``align_corners=False``, zero padding; gradients for value, locations and weights) and runs the
-extension's forward / backward kernels through ``MSDeformAttn1DFunction``.
+extension's forward / backward kernels through ``MSDeformAttn1DFunction`` — or, under
+``torch.compile``, through the equivalent custom ops of :mod:`tp2detr.ops.library`.
 
 Dtypes. On CPU the kernels run in float64 or float32 (16-bit values are computed in float32 and
 the result is cast back, like the fallback). On CUDA the value may be float64, float32, float16 or
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tp2detr.ops.library import ms_deform_attn_1d_op
 from tp2detr.ops.reference import check_op_shapes
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -91,12 +93,15 @@ def ms_deform_attn_1d_compiled(
     check_op_shapes(value, level_lengths, level_start_index, sampling_locations, attention_weights)
     kernel_value, accumulate = _compute_dtypes(value, sampling_locations, attention_weights)
     device = value.device
-    out = MSDeformAttn1DFunction.apply(
-        module,
+    inputs = (
         value.to(kernel_value).contiguous(),
         level_lengths.to(device=device).contiguous(),
         level_start_index.to(device=device).contiguous(),
         sampling_locations.to(accumulate).contiguous(),
         attention_weights.to(accumulate).contiguous(),
     )
+    if torch.compiler.is_compiling():  # the custom op torch.compile traces through (tp2detr.ops.library)
+        out = ms_deform_attn_1d_op(*inputs)
+    else:
+        out = MSDeformAttn1DFunction.apply(module, *inputs)
     return out.to(value.dtype)
