@@ -8,7 +8,13 @@ indexing, ``masked_select``, ``unique``). On CPU nothing is on a device, so
 model's parameters, a batch after its transfer) and everything computed from them. A read of such
 a tensor counts as one synchronisation; the copy it makes (``cpu()``) is a host tensor, free to
 read afterwards. Tensors a factory makes with an explicit ``device=`` (a ``torch.device``, as in
-``device=x.device``) count as on the device too. Autograd's backward runs in C++ and is not seen (it makes no such reads).
+``device=x.device``) count as on the device too.
+
+Copies the other way synchronise as well: a host-to-device copy without ``non_blocking=True``
+waits for the device's queue (torch copies, then synchronises the stream). Counted as such:
+``torch.tensor`` / ``as_tensor`` of host data with an explicit ``device=``, and ``to(device)`` of
+a host tensor (to a ``torch.device``; not with ``non_blocking=True``, whose result still counts
+as on the device). Autograd's backward runs in C++ and is not seen (it makes no such reads).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from torch.utils._pytree import tree_flatten
 
 _READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu"}
 _DATA_DEPENDENT = {"nonzero", "masked_select", "unique", "unique_consecutive", "argwhere"}
+_FROM_HOST_DATA = {"tensor", "as_tensor"}
 _FACTORIES = {"tensor", "as_tensor", "zeros", "ones", "empty", "full", "arange", "linspace", "rand", "randn",
               "randint", "eye"}
 _MARK = "_on_device_in_a_gpu_run"
@@ -64,10 +71,19 @@ class HostSyncCounter(TorchFunctionMode):
             or name in _DATA_DEPENDENT
             or (name == "__getitem__" and any(t.dtype == torch.bool for t in _tensors(args[1:])))
         )
+        explicit_device = isinstance(kwargs.get("device"), torch.device)
+        to_device = name == "to" and not from_device and _device_target(args, kwargs)
+        if name in _FROM_HOST_DATA and explicit_device and not from_device:
+            syncs = True  # host data copied to the device synchronously
+        if to_device and not kwargs.get("non_blocking", False):
+            syncs = True
         if syncs:
             self.sites[(name, _caller())] += 1
         result = func(*args, **kwargs)
-        if name in _FACTORIES and isinstance(kwargs.get("device"), torch.device):
+        if to_device:
+            for tensor in _tensors(result):
+                setattr(tensor, _MARK, True)
+        if name in _FACTORIES and explicit_device:
             # Made on an explicit device (``device=x.device``): in a GPU run, on the GPU. Factories
             # without one (or with the string "cpu") make host tensors in both runs.
             for tensor in _tensors(result):
@@ -79,6 +95,12 @@ class HostSyncCounter(TorchFunctionMode):
             for tensor in _tensors(result):
                 setattr(tensor, _MARK, True)
         return result
+
+
+def _device_target(args, kwargs) -> bool:
+    """Whether a ``to(...)`` call names a device as a ``torch.device`` (where the model's tensors
+    go; a string such as ``"cpu"`` names the host)."""
+    return any(isinstance(value, torch.device) for value in (*args[1:], kwargs.get("device")))
 
 
 def _caller() -> str:

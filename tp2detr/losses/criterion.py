@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from tp2detr.losses.focal import sigmoid_focal_loss
 from tp2detr.losses.hungarian_matcher import HungarianMatcher, MatchIndices, build_matcher
 from tp2detr.losses.segment_geometry import clamp_unit, cw_to_se, segment_iou
+from tp2detr.transfer import to_device_async
 
 SALIENT_LOSS_FORMS = ("focal_bce", "bce")
 SALIENT_HEADS = ("fpn", "enc")
@@ -99,10 +100,7 @@ def match_indices_on(
         gt = torch.cat([empty, *(gt_idx + offsets[item] for item, (_, gt_idx) in enumerate(matches))])
         rows.append(torch.stack((batch, query, gt)))
         counts.append(batch.numel())
-    host = torch.cat(rows, dim=1)
-    if device.type == "cuda":
-        host = host.pin_memory()
-    return list(host.to(device, non_blocking=True).split(counts, dim=1))
+    return list(to_device_async(torch.cat(rows, dim=1), device).split(counts, dim=1))
 
 
 def _segments_of(targets: Sequence[Mapping[str, Any]]) -> list[Tensor]:

@@ -13,6 +13,7 @@ from tp2detr.models.decoder import BoxDeltaFn, DeformableDecoder
 from tp2detr.models.deform_attn import MSDeformAttn1D
 from tp2detr.models.encoder import DeformableEncoder
 from tp2detr.models.position import sine_position_encoding
+from tp2detr.transfer import to_device_async
 
 
 @dataclass
@@ -161,7 +162,7 @@ class DeformableTransformer(nn.Module):
             flat_src.append(src.transpose(1, 2))  # [B, T_l, C]
         lengths = [src.shape[2] for src in srcs]
         device = srcs[0].device
-        level_lengths = torch.tensor(lengths, dtype=torch.int64, device=device)
+        level_lengths = to_device_async(torch.tensor(lengths, dtype=torch.int64), device)
         level_start_index = torch.cat((level_lengths.new_zeros(1), level_lengths.cumsum(0)[:-1]))
         src_flat = torch.cat(flat_src, dim=1)  # [B, S, C]
         pos_flat = torch.cat(flat_pos, dim=1)
