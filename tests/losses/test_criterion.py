@@ -177,6 +177,20 @@ def test_aux_loss_off_keeps_only_the_last_layer() -> None:
     assert outputs["actionness"].grad[-1].abs().sum() > 0
 
 
+def test_each_layer_terms_equal_that_layer_alone() -> None:
+    """The layers are computed in one batch; each layer's terms are exactly those of a criterion
+    that sees that layer as its last one (no layer's matches or sums leak into another's)."""
+    outputs, targets, salient_target, salient_valid = make_batch(6)
+    with_aux = released_criterion()(outputs, targets, salient_target, salient_valid)
+    for layer in range(NUM_LAYERS - 1):
+        alone = released_criterion(aux_loss=False)(
+            {**outputs, "boxes": outputs["boxes"][: layer + 1], "actionness": outputs["actionness"][: layer + 1]},
+            targets, salient_target, salient_valid,
+        )
+        for name in ("loss_l1", "loss_iou", "loss_actionness"):
+            assert torch.equal(with_aux.terms[f"{name}_{layer}"], alone.terms[name]), (layer, name)
+
+
 def perfect_outputs(targets, permutations):
     """Every layer predicts each GT exactly with a different query order and a confident score."""
     shape = (len(permutations), len(targets), QUERIES)

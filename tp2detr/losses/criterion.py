@@ -44,6 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -84,23 +85,18 @@ class LossOutput:
 
 def match_indices_on(
     device: torch.device, layer_matches: Sequence[Sequence[MatchIndices]], gt_sizes: Sequence[int]
-) -> list[Tensor]:
-    """Every layer's matches as one ``[3, K_l]`` int64 tensor on ``device`` (rows: batch item,
-    query, index into the concatenated ground truth of the batch, whose item b holds
-    ``gt_sizes[b]`` segments), built on the host and copied in one (pinned, asynchronous on
+) -> Tensor:
+    """Every layer's matches, layer after layer, as one ``[3, ΣK_l]`` int64 tensor on ``device``
+    (rows: batch item, query, index into the concatenated ground truth of the batch, whose item b
+    holds ``gt_sizes[b]`` segments), built on the host and copied in one (pinned, asynchronous on
     CUDA) transfer for all layers instead of one small copy per layer and item."""
-    offsets = [0]
-    for size in gt_sizes[:-1]:
-        offsets.append(offsets[-1] + int(size))
-    rows, counts = [], []
-    for matches in layer_matches:
-        empty = torch.empty(0, dtype=torch.int64)
-        batch = torch.cat([empty, *(torch.full_like(pred_idx, item) for item, (pred_idx, _) in enumerate(matches))])
-        query = torch.cat([empty, *(pred_idx for pred_idx, _ in matches)])
-        gt = torch.cat([empty, *(gt_idx + offsets[item] for item, (_, gt_idx) in enumerate(matches))])
-        rows.append(torch.stack((batch, query, gt)))
-        counts.append(batch.numel())
-    return list(to_device_async(torch.cat(rows, dim=1), device).split(counts, dim=1))
+    offsets = np.concatenate(([0], np.cumsum(np.asarray(gt_sizes, dtype=np.int64))[:-1]))
+    rows = [
+        np.stack((np.full(len(pred_idx), item), pred_idx.numpy(), gt_idx.numpy() + offsets[item]))
+        for matches in layer_matches for item, (pred_idx, gt_idx) in enumerate(matches)
+    ]  # assembled in numpy: no tensor operation per layer and item
+    host = np.concatenate(rows, axis=1) if rows else np.zeros((3, 0))
+    return to_device_async(torch.from_numpy(host.astype(np.int64, copy=False)), device)
 
 
 def _segments_of(targets: Sequence[Mapping[str, Any]]) -> list[Tensor]:
@@ -204,7 +200,7 @@ class SetCriterion(nn.Module):
         )
 
     # ------------------------------------------------------------------ set (box) losses
-    def _layer_terms(
+    def _box_terms(
         self,
         boxes: Tensor,
         logits: Tensor,
@@ -212,21 +208,26 @@ class SetCriterion(nn.Module):
         num_boxes: float,
         match_index: Tensor,
     ) -> dict[str, Tensor]:
-        """L1, IoU and actionness terms of one layer: ``boxes`` [B, Q, 2], ``logits`` [B, Q],
-        ``gt_all`` [ΣG, 2] (every item's segments, concatenated) and the layer's matches as
-        ``match_index`` [3, K] on the boxes' device (batch item, query, row of ``gt_all``)."""
-        batch_index, query_index, gt_index = match_index
-        matched_pred = boxes[batch_index, query_index]  # [K, 2]
-        matched_gt = gt_all[gt_index].to(dtype=boxes.dtype)  # [K, 2]
+        """L1, IoU and actionness terms of the Ls supervised decoder layers at once, each an
+        ``[Ls]`` vector: ``boxes`` [Ls, B, Q, 2], ``logits`` [Ls, B, Q], ``gt_all`` [ΣG, 2] (every
+        item's segments, concatenated) and the matches as ``match_index`` [3, Ls·K] on the boxes'
+        device (batch item, query, row of ``gt_all``), layer after layer. Every layer has the same
+        number K = Σ_b min(Q, G_b) of matches, so each layer's terms are sums over its own [K]
+        block: the one-layer formulas, computed with one kernel per operation for all layers."""
+        num_layers = boxes.shape[0]
+        batch_index, query_index, gt_index = (row.view(num_layers, -1) for row in match_index)  # [Ls, K]
+        layer_index = torch.arange(num_layers, device=boxes.device)[:, None]
+        matched_pred = boxes[layer_index, batch_index, query_index]  # [Ls, K, 2]
+        matched_gt = gt_all[gt_index].to(dtype=boxes.dtype)  # [Ls, K, 2]
 
-        loss_l1 = (matched_pred - matched_gt).abs().sum() / num_boxes
-        iou = segment_iou(clamp_unit(cw_to_se(matched_pred)), cw_to_se(matched_gt))
-        loss_iou = (1.0 - iou).sum() / num_boxes
+        loss_l1 = (matched_pred - matched_gt).abs().sum(dim=(1, 2)) / num_boxes
+        iou = segment_iou(clamp_unit(cw_to_se(matched_pred)), cw_to_se(matched_gt))  # [Ls, K]
+        loss_iou = (1.0 - iou).sum(dim=1) / num_boxes
 
         actionness_target = torch.zeros_like(logits)
-        actionness_target[batch_index, query_index] = 1.0
+        actionness_target[layer_index, batch_index, query_index] = 1.0
         loss_actionness = (
-            sigmoid_focal_loss(logits, actionness_target, self.focal_alpha, self.focal_gamma).sum()
+            sigmoid_focal_loss(logits, actionness_target, self.focal_alpha, self.focal_gamma).sum(dim=(1, 2))
             / num_boxes
         )
         return {"loss_l1": loss_l1, "loss_iou": loss_iou, "loss_actionness": loss_actionness}
@@ -310,17 +311,24 @@ class SetCriterion(nn.Module):
             "loss_iou": self.weight_iou,
             "loss_actionness": self.weight_actionness,
         }
-        layers = list(range(num_layers)) if self.aux_loss else [num_layers - 1]
+        supervised = slice(None) if self.aux_loss else slice(num_layers - 1, None)  # a view, no index copy
+        layers = range(num_layers)[supervised]
+        boxes, logits = boxes[supervised], logits[supervised]
         # Every supervised layer matched in one batch: one host round trip per step, not one per layer.
-        layer_matches = self.matcher.match_layers(boxes[layers].detach(), logits[layers].detach(), gt_segments)
+        layer_matches = self.matcher.match_layers(boxes.detach(), logits.detach(), gt_segments)
         gt_all = torch.cat(gt_segments).to(boxes.device) if gt_segments else boxes.new_zeros((0, 2))
-        match_indices = match_indices_on(boxes.device, layer_matches, [len(segments) for segments in gt_segments])
-        for layer, match_index in zip(layers, match_indices):
-            suffix = "" if layer == num_layers - 1 else f"_{layer}"
-            layer_terms = self._layer_terms(boxes[layer], logits[layer], gt_all, num_boxes, match_index)
-            for name, value in layer_terms.items():
-                terms[name + suffix] = value
+        match_index = match_indices_on(boxes.device, layer_matches, [len(segments) for segments in gt_segments])
+        # The objective grouped by term: each term's weight times its sum over the layers (the same
+        # Σ weights[k] · terms[k] as weighted_total over the per-layer keys, with fewer operations).
+        grouped_terms: dict[str, Tensor] = {}
+        grouped_weights: dict[str, float] = {}
+        for name, per_layer in self._box_terms(boxes, logits, gt_all, num_boxes, match_index).items():
+            for position, layer in enumerate(layers):
+                suffix = "" if layer == num_layers - 1 else f"_{layer}"
+                terms[name + suffix] = per_layer[position]
                 weights[name + suffix] = layer_weights[name]
+            grouped_terms[name] = per_layer.sum()
+            grouped_weights[name] = layer_weights[name]
         last_matches = layer_matches[-1]
 
         salient = outputs.get("salient") or {}
@@ -350,10 +358,10 @@ class SetCriterion(nn.Module):
                     f"found {valid.dtype} {tuple(valid.shape)}"
                 )
             key = f"loss_salient_{head}"
-            terms[key] = self._salient_term(head, head_logits, salient_target, valid, num_boxes)
-            weights[key] = self.weight_salient * self.salient_head_weights[head]
+            terms[key] = grouped_terms[key] = self._salient_term(head, head_logits, salient_target, valid, num_boxes)
+            weights[key] = grouped_weights[key] = self.weight_salient * self.salient_head_weights[head]
 
-        total = weighted_total(terms, weights)
+        total = weighted_total(grouped_terms, grouped_weights)
         return LossOutput(
             total=total,
             terms=terms,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
@@ -118,10 +119,13 @@ class HungarianMatcher:
         gt = torch.cat(list(targets), dim=0)  # [ΣG, 2]
         cost = torch.stack([self._device_cost(pred_boxes[layer], pred_logits[layer], gt) for layer in range(num_layers)])
         per_layer = cost.view(num_layers, batch_size, num_queries, -1).cpu()  # the step's one host synchronisation
-        if not torch.isfinite(per_layer).all():  # checked on the host copy: no second synchronisation
+        host = per_layer.numpy()
+        if not np.isfinite(host).all():  # checked on the host copy: no second synchronisation
             self._raise_non_finite(pred_boxes, pred_logits, gt)
+        # Per-item blocks as numpy views wrapped without copies (no tensor operation per block).
+        ends = np.cumsum(sizes)
         return [
-            [item_cost[item] for item, item_cost in enumerate(per_layer[layer].split(sizes, dim=-1))]
+            [torch.from_numpy(host[layer, item, :, end - size:end]) for item, (size, end) in enumerate(zip(sizes, ends))]
             for layer in range(num_layers)
         ]
 
@@ -203,7 +207,7 @@ def _assign(cost: Tensor) -> MatchIndices:
         empty = torch.empty(0, dtype=torch.int64)
         return empty, empty.clone()
     rows, cols = linear_sum_assignment(cost.numpy())
-    return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
+    return torch.from_numpy(rows.astype(np.int64, copy=False)), torch.from_numpy(cols.astype(np.int64, copy=False))
 
 
 #: The ``loss.matcher`` keys :func:`build_matcher` reads.
