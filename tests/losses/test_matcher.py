@@ -172,7 +172,7 @@ def test_matching_all_layers_at_once_equals_matching_each_layer(monkeypatch):
         separately = matcher(boxes[layer], logits[layer], targets)
         for (p_a, g_a), (p_b, g_b) in zip(together[layer], separately):
             assert torch.equal(p_a, p_b) and torch.equal(g_a, g_b)
-    # the cost matrices themselves are bit-identical (each layer computed with one layer's shapes)
+    # the cost matrices themselves are bit-identical
     import tp2detr.losses.hungarian_matcher as module
 
     seen: list[torch.Tensor] = []

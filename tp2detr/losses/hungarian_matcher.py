@@ -22,7 +22,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from tp2detr.losses.focal import focal_match_cost
-from tp2detr.losses.segment_geometry import clamp_unit, cw_to_se, pairwise_segment_iou
+from tp2detr.losses.segment_geometry import clamp_unit, cw_to_se, segment_iou
 
 #: One item's assignment: (query indices [K], ground-truth indices [K]), int64, K = min(Q, G).
 MatchIndices = tuple[Tensor, Tensor]
@@ -108,16 +108,16 @@ class HungarianMatcher:
 
     def _host_costs(self, pred_boxes: Tensor, pred_logits: Tensor, targets: Sequence[Tensor]) -> list[list[Tensor]]:
         """``[L][B]`` CPU cost matrices ``[Q, G_b]`` of checked inputs ``pred_boxes`` [L, B, Q, 2],
-        ``pred_logits`` [L, B, Q]. Each layer's costs are computed with the shapes of a one-layer
-        call (so they are bit-identical to it); the finiteness check and the copy to the host are
-        done once for all layers."""
+        ``pred_logits`` [L, B, Q]. The costs of all layers are computed together, each layer's bit
+        for bit those of a one-layer call (see :meth:`_device_cost`); the finiteness check and the
+        copy to the host are done once for all layers."""
         num_layers, batch_size, num_queries = pred_boxes.shape[:3]
         sizes = [len(segments) for segments in targets]
         if sum(sizes) == 0:
             empty = pred_boxes.new_zeros((num_queries, 0)).cpu()
             return [[empty.clone() for _ in sizes] for _ in range(num_layers)]
         gt = torch.cat(list(targets), dim=0)  # [ΣG, 2]
-        cost = torch.stack([self._device_cost(pred_boxes[layer], pred_logits[layer], gt) for layer in range(num_layers)])
+        cost = self._device_cost(pred_boxes, pred_logits, gt)
         per_layer = cost.view(num_layers, batch_size, num_queries, -1).cpu()  # the step's one host synchronisation
         host = per_layer.numpy()
         if not np.isfinite(host).all():  # checked on the host copy: no second synchronisation
@@ -130,15 +130,19 @@ class HungarianMatcher:
         ]
 
     def _device_cost(self, pred_boxes: Tensor, pred_logits: Tensor, gt: Tensor) -> Tensor:
-        """``[B·Q, ΣG]`` costs on the predictions' device: ``pred_boxes`` [B, Q, 2], ``pred_logits``
-        [B, Q], ``gt`` [ΣG, 2] (every item's ground truth, concatenated)."""
+        """``[L, B·Q, ΣG]`` costs on the predictions' device: ``pred_boxes`` [L, B, Q, 2],
+        ``pred_logits`` [L, B, Q], ``gt`` [ΣG, 2] (every item's ground truth, concatenated)."""
         dtype = torch.promote_types(pred_boxes.dtype, torch.float32)  # no half-precision costs
-        boxes = pred_boxes.flatten(0, 1).to(dtype)  # [B·Q, 2]
+        boxes = pred_boxes.flatten(1, 2).to(dtype)  # [L, B·Q, 2]
         gt = gt.to(boxes)
-        cost = self.cost_l1 * torch.cdist(boxes, gt, p=1)
-        cost = cost - self.cost_iou * pairwise_segment_iou(clamp_unit(cw_to_se(boxes)), clamp_unit(cw_to_se(gt)))
-        focal = focal_match_cost(pred_logits.flatten().to(dtype), self.alpha, self.gamma)
-        return cost + self.cost_focal * focal[:, None]
+        cost = self.cost_l1 * torch.cdist(boxes, gt.expand(boxes.shape[0], -1, -1), p=1)
+        iou = segment_iou(clamp_unit(cw_to_se(boxes))[:, :, None, :], clamp_unit(cw_to_se(gt))[None, None, :, :])
+        cost = cost - self.cost_iou * iou
+        # The focal cost per layer: sigmoid, log and pow round differently in vectorised and scalar
+        # code, so only a layer's own shape gives a one-layer call's bits; the L1 and IoU costs are
+        # correctly rounded operations, the same at any shape.
+        focal = torch.stack([focal_match_cost(layer.flatten().to(dtype), self.alpha, self.gamma) for layer in pred_logits])
+        return cost + self.cost_focal * focal[:, :, None]
 
     @staticmethod
     def _raise_non_finite(pred_boxes: Tensor, pred_logits: Tensor, gt: Tensor) -> None:
