@@ -12,11 +12,11 @@ import torch
 from tp2detr.config import compose
 from tp2detr.engine import trainer as trainer_module
 from tp2detr.engine.divergence import DivergenceGuard
+from tp2detr.engine.host_syncs import HostSyncCounter, mark_on_device
 from tp2detr.engine.loss_check import LossCheck, resolve_loss_check
 from tp2detr.engine.optim import resolve_fused
 from tp2detr.engine.trainer import Trainer
 from tp2detr.errors import ConfigError, TrainingDiverged
-from host_sync_counter import HostSyncCounter, mark_on_device
 from tiny_config import tiny_training
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

@@ -1,4 +1,6 @@
-"""Count, on CPU, the host synchronisations a piece of code would make on a GPU.
+"""Count, on CPU, the host synchronisations a piece of code would make on a GPU (a diagnostic:
+``tests/engine/test_loss_check.py`` pins a training step's count, ``scripts/bench_step_ops.py``
+records it).
 
 On a GPU a synchronisation happens whenever the host needs a value the device computed: reading
 it (``item``, ``tolist``, ``bool(t)``, ``float(t)``, ``numpy``), copying it to the host (``cpu``,
@@ -104,6 +106,7 @@ def _device_target(args, kwargs) -> bool:
 
 
 def _caller() -> str:
-    frames = [f for f in traceback.extract_stack() if "/tp2detr/" in f.filename and "site-packages" not in f.filename]
+    frames = [f for f in traceback.extract_stack()
+              if "/tp2detr/" in f.filename and "site-packages" not in f.filename and f.filename != __file__]
     frame = frames[-1] if frames else traceback.extract_stack()[-3]
     return f"{frame.filename.split('/tp2detr/')[-1]}:{frame.lineno} in {frame.name}"
