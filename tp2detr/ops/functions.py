@@ -32,30 +32,17 @@ class MSDeformAttn1DFunction(torch.autograd.Function):
     ``ms_deform_attn_1d_compiled`` for the dtype rules). Returns ``[N, Lq, M·D]``."""
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        module: ModuleType,
-        value: Tensor,
-        level_lengths: Tensor,
-        level_start_index: Tensor,
-        sampling_locations: Tensor,
-        attention_weights: Tensor,
-    ) -> Tensor:
+    def forward(ctx: Any, module: ModuleType, *inputs: Tensor) -> Tensor:
+        """``inputs``: value, level_lengths, level_start_index, sampling_locations, attention_weights."""
         ctx.module = module
-        ctx.save_for_backward(value, level_lengths, level_start_index, sampling_locations, attention_weights)
-        return module.forward(value, level_lengths, level_start_index, sampling_locations, attention_weights)
+        ctx.save_for_backward(*inputs)
+        return module.forward(*inputs)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        value, level_lengths, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+        inputs = ctx.saved_tensors
         grad_value, grad_locations, grad_weights = ctx.module.backward(
-            value,
-            level_lengths,
-            level_start_index,
-            sampling_locations,
-            attention_weights,
-            grad_output.contiguous().to(value.dtype),
-            torch.are_deterministic_algorithms_enabled(),
+            *inputs, grad_output.contiguous().to(inputs[0].dtype), torch.are_deterministic_algorithms_enabled()
         )
         return None, grad_value, None, None, grad_locations, grad_weights
 

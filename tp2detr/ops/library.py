@@ -88,10 +88,9 @@ def _save_inputs(ctx, inputs, output) -> None:  # noqa: ARG001 - torch.library's
 
 
 def _backward(ctx, grad_output: Tensor):
-    value, level_lengths, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+    inputs = ctx.saved_tensors
     grad_value, grad_locations, grad_weights = ms_deform_attn_1d_backward_op(
-        value, level_lengths, level_start_index, sampling_locations, attention_weights,
-        grad_output.contiguous().to(value.dtype), torch.are_deterministic_algorithms_enabled(),
+        *inputs, grad_output.contiguous().to(inputs[0].dtype), torch.are_deterministic_algorithms_enabled()
     )
     return grad_value, None, None, grad_locations, grad_weights
 
