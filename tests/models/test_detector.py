@@ -197,7 +197,8 @@ def test_the_forward_is_one_graph_for_torch_compile(tfpn):
     attention; the compiled op's custom ops are traced in tests/ops/test_ops.py). Its only graph
     breaks on CPU are the transformer's mask check, which reads the masks and runs on CPU tensors
     only, so a GPU forward is one graph."""
-    model = small_model(f"tfpn={tfpn}", "model.attn_backend=pytorch").train()
+    model = small_model(f"tfpn={tfpn}", "model.attn_backend=pytorch", "model.encoder_layers=1",
+                        "model.decoder_layers=2").train()
     feats, mask = _batch([16, 11])
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(model)(feats, mask)
