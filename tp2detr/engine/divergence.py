@@ -16,6 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from tp2detr.errors import TrainingDiverged
 
 
@@ -44,6 +47,16 @@ class DivergenceGuard:
                 f"the loss {value:.4g} exceeds {self.factor:g}x the run's first-step loss {self.reference:.4g} "
                 "(trainer.divergence.factor)"
             )
+
+    def fails_on_device(self, value: Tensor, reference: Tensor | None) -> Tensor:
+        """:meth:`check`'s rule where the loss lives, with no host synchronisation: a 0-d bool
+        tensor, True where ``check`` would raise for the float64 loss ``value`` given the device
+        copy of the first-step loss ``reference`` (None: this step sets it, so only finiteness
+        counts). Both sides compute ``factor × reference`` in float64, so they always agree."""
+        failing = ~torch.isfinite(value)
+        if self.factor is None or reference is None:
+            return failing
+        return failing | (value > self.factor * reference)
 
     def passed(self, epoch: int, step: int, value: float) -> None:
         """Remember the last step that passed (for the message of a later divergence)."""

@@ -82,20 +82,14 @@ class HostSyncCounter(TorchFunctionMode):
         if syncs:
             self.sites[(name, _caller())] += 1
         result = func(*args, **kwargs)
-        if to_device:
-            for tensor in _tensors(result):
-                setattr(tensor, _MARK, True)
-        if name in _FACTORIES and explicit_device:
-            # Made on an explicit device (``device=x.device``): in a GPU run, on the GPU. Factories
-            # without one (or with the string "cpu") make host tensors in both runs.
-            for tensor in _tensors(result):
-                setattr(tensor, _MARK, True)
         if name == "cpu" and syncs:
             # The copy is a host tensor (on CPU cpu() returns the input itself: copy to tell them apart).
             return result.clone() if isinstance(result, torch.Tensor) and result is args[0] else result
-        if from_device and name not in _READS:
-            for tensor in _tensors(result):
-                setattr(tensor, _MARK, True)
+        # On the device in a GPU run: what a transfer or a factory with an explicit device
+        # (``device=x.device``) makes, and whatever is computed from device tensors except the
+        # values read back. Factories without a device (or with the string "cpu") make host tensors.
+        if to_device or (name in _FACTORIES and explicit_device) or (from_device and name not in _READS):
+            mark_on_device(_tensors(result))
         return result
 
 

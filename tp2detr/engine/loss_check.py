@@ -110,17 +110,14 @@ class LossCheck:
         self._pending.append(_PendingLoss(step, host, ready, dict(terms)))
 
     def _failing_on_device(self, value: Tensor) -> Tensor:
-        """0-d bool on ``value``'s device: the guard's rule, evaluated without leaving the device
-        (float64, as the host computes it, so both sides always agree)."""
-        failing = ~torch.isfinite(value)
-        if self.guard.factor is None:
-            return failing
-        if self._device_reference is None:
+        """The guard's rule for ``value`` on its device; the first step checked here keeps its loss
+        as the device's reference (or the guard's, when a resumed run has one), as the host does."""
+        if self._device_reference is None and self.guard.factor is not None:
             if self.guard.reference is None:  # this step sets the reference, as on the host
                 self._device_reference = value.clone()
-                return failing
+                return self.guard.fails_on_device(value, None)
             self._device_reference = torch.tensor(float(self.guard.reference), dtype=torch.float64, device=value.device)
-        return failing | (value > self.guard.factor * self._device_reference)
+        return self.guard.fails_on_device(value, self._device_reference)
 
     def settle(self, wait: bool) -> list[tuple[int, float]]:
         """Check the pending steps whose loss has reached the host (all of them with ``wait``);
@@ -151,7 +148,3 @@ class LossCheck:
             self._pending.clear()
             raise
         self._checked.append((step, value))
-
-    def reset(self) -> None:
-        """Forget the device-side reference (the guard's reference changed, e.g. on resume)."""
-        self._device_reference = None

@@ -467,15 +467,13 @@ class Trainer:
                 for key, value in terms.items():
                     self.writer.add_scalar(f"train_step/{key}", float(value), global_step)
             if broadcast_flag(self._stop_requested, self.dist):
-                with self._stop_on_divergence(epoch, steps):
-                    self._passed(epoch, self.loss_check.settle(wait=True))
+                self._settle_losses(epoch, steps)
                 interrupted = True
                 self._partial = {"sums": {k: float(v) for k, v in sums.items()}, "steps": steps}
                 self._save("last.pt", epoch, steps)
                 break
         bar.close()
-        with self._stop_on_divergence(epoch, steps):
-            self._passed(epoch, self.loss_check.settle(wait=True))
+        self._settle_losses(epoch, steps)
         means = {k: float(v) / max(steps, 1) for k, v in sums.items()}
         return means, interrupted
 
@@ -496,6 +494,11 @@ class Trainer:
     def _passed(self, epoch: int, checked: list[tuple[int, float]]) -> None:
         for step, value in checked:
             self.divergence.passed(epoch, step, value)
+
+    def _settle_losses(self, epoch: int, steps: int) -> None:
+        """Check every step's loss still pending (before an epoch's record or a checkpoint)."""
+        with self._stop_on_divergence(epoch, steps):
+            self._passed(epoch, self.loss_check.settle(wait=True))
 
     def fit(self) -> dict[str, Any]:
         """Train (or resume) to the end; returns the metrics document."""
@@ -535,9 +538,8 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(self.device)
                 lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
-                steps_before = skip_steps
                 train_means, interrupted = self._train_epoch(epoch, skip_steps, self._partial)
-                train_seconds = time.perf_counter() - epoch_started
+                train_seconds, train_steps = time.perf_counter() - epoch_started, self.steps_per_epoch - skip_steps
                 skip_steps, self._partial = 0, None
                 if interrupted:
                     self.doc["status"] = "interrupted"
@@ -555,7 +557,7 @@ class Trainer:
                 record["seconds"] = time.perf_counter() - epoch_started
                 record["timing"] = {
                     "train_s": train_seconds,
-                    "train_steps": self.steps_per_epoch - steps_before,
+                    "train_steps": train_steps,
                     "eval_s": record["seconds"] - train_seconds,
                     "peak_gpu_memory_mb": (torch.cuda.max_memory_allocated(self.device) / 2**20
                                            if self.device.type == "cuda" else None),

@@ -22,7 +22,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from tp2detr.losses.focal import focal_match_cost
-from tp2detr.losses.segment_geometry import clamp_unit, cw_to_se, segment_iou
+from tp2detr.losses.segment_geometry import clamp_unit, cw_to_se, pairwise_segment_iou
 
 #: One item's assignment: (query indices [K], ground-truth indices [K]), int64, K = min(Q, G).
 MatchIndices = tuple[Tensor, Tensor]
@@ -136,8 +136,8 @@ class HungarianMatcher:
         boxes = pred_boxes.flatten(1, 2).to(dtype)  # [L, B·Q, 2]
         gt = gt.to(boxes)
         cost = self.cost_l1 * torch.cdist(boxes, gt.expand(boxes.shape[0], -1, -1), p=1)
-        iou = segment_iou(clamp_unit(cw_to_se(boxes))[:, :, None, :], clamp_unit(cw_to_se(gt))[None, None, :, :])
-        cost = cost - self.cost_iou * iou
+        iou = pairwise_segment_iou(clamp_unit(cw_to_se(boxes.flatten(0, 1))), clamp_unit(cw_to_se(gt)))
+        cost = cost - self.cost_iou * iou.view_as(cost)
         # The focal cost per layer: sigmoid, log and pow round differently in vectorised and scalar
         # code, so only a layer's own shape gives a one-layer call's bits; the L1 and IoU costs are
         # correctly rounded operations, the same at any shape.

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 using namespace tp2detr_ops::cuda;
 
@@ -51,14 +52,15 @@ void run(std::ifstream& in, std::ofstream& out, const int64_t* dims) {
     std::vector<T> grad_value(value.size(), T(0));
     std::vector<T> grad_locations(locations.size(), T(-7)), grad_weights(weights.size(), T(-7));
     warp_emulation::launch_one_warp([&] {
+      auto sample_kernel = [&](auto atomic_tag) {
+        backward_sample_kernel<T, T, index_t, decltype(atomic_tag)::value>(
+            value.data(), lengths.data(), starts.data(), locations.data(), weights.data(), grad_output.data(),
+            grad_value.data(), grad_locations.data(), grad_weights.data(), n, s, m, d, lq, l, p);
+      };
       if (atomic) {
-        backward_sample_kernel<T, T, index_t, true>(
-            value.data(), lengths.data(), starts.data(), locations.data(), weights.data(), grad_output.data(),
-            grad_value.data(), grad_locations.data(), grad_weights.data(), n, s, m, d, lq, l, p);
+        sample_kernel(std::true_type{});
       } else {
-        backward_sample_kernel<T, T, index_t, false>(
-            value.data(), lengths.data(), starts.data(), locations.data(), weights.data(), grad_output.data(),
-            grad_value.data(), grad_locations.data(), grad_weights.data(), n, s, m, d, lq, l, p);
+        sample_kernel(std::false_type{});
       }
     });
     if (!atomic) {
