@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup test test-all demo ops ops-check clean
+.PHONY: setup test test-all demo ops ops-check gpu-wheels clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ ops: setup
 
 ops-check: setup
 	$(PY) -m tp2detr.ops check-nvcc
+
+# The pure-Python packages the GPU machine's image lacks, as wheels in .whl/ at this venv's versions:
+# name .whl in the device call's carry and scripts/gpu_check.sh installs them there (needs the network here).
+GPU_WHEELS := hydra-core omegaconf antlr4-python3-runtime hydra-joblib-launcher
+gpu-wheels: setup
+	rm -rf .whl
+	$(PY) -m pip wheel -q --no-deps -w .whl $$($(PY) -c "import importlib.metadata as m; \
+print(' '.join(p + '==' + m.version(p) for p in '$(GPU_WHEELS)'.split()))")
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -29,21 +29,38 @@
 #                      last, after merge, so it is what such a stop loses; rerun it with
 #                      SECTIONS=inference if the session has time.
 # A section that fails or times out is recorded in summary.txt and the script goes on; the exit status is 1
-# when any section failed. Writes under $OUT when set (the device tool's convention), else ./gpu_check_out.
+# when any section failed. Without $OUT, everything is written to ./gpu_check_out. With $OUT (the device
+# tool's folder, which returns at most 8 files, none deeper than 2 folders) the sections write to
+# $GPU_CHECK_WORK/report and, after every section, summary.txt, the six JSON records and
+# gpu_check_report.tar.gz (every log, table and run's metrics) are copied into $OUT, so a command stopped
+# at the tool's limit still returns what finished.
 # Run folders, the op build and the compile caches go to $GPU_CHECK_WORK (default outputs/gpu_check/, an
 # ignored folder the device tool keeps between calls on a warm machine), so a rerun reuses them.
+# Packages: the GPU machine's image has torch, numpy, scipy, h5py, tensorboard and tqdm but not Hydra.
+# `make gpu-wheels` writes hydra-core, omegaconf and their dependency as wheels to .whl/ (ignored); name
+# .whl in the device call's carry and this script installs them into $GPU_CHECK_WORK/site when
+# `import hydra` fails. One device call:  run(command="bash scripts/gpu_check.sh", carry=[".whl"]).
+# See docs/performance.md, "GPU measurement script".
 # Other knobs: PYTHON, TRAIN_COMPILE (trainer.compile of the split/concurrency runs, default false),
 # SPLIT_BUDGET (seconds the split run trains), CONC_N / CONC_BUDGETS / CONC_EPOCHS, STEP_ARGS, OPS_ARGS,
 # INFERENCE_ARGS (replace those scripts' arguments).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export OUT_DIR="${OUT:-$PWD/gpu_check_out}"
-mkdir -p "$OUT_DIR"
 export PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 export DEVICE="${GPU_CHECK_DEVICE:-cuda}"
 if [ "$DEVICE" = cpu ]; then WORK_DEFAULT="$PWD/outputs/gpu_check_cpu"; else WORK_DEFAULT="$PWD/outputs/gpu_check"; fi
 export WORK="${GPU_CHECK_WORK:-$WORK_DEFAULT}"
 mkdir -p "$WORK"
+if [ -n "${OUT:-}" ]; then
+  export OUT_DIR="$WORK/report" PUBLISH_DIR="$OUT"
+else
+  export OUT_DIR="$PWD/gpu_check_out" PUBLISH_DIR=""
+fi
+mkdir -p "$OUT_DIR"
+export WHEELS="${GPU_CHECK_WHEELS:-.whl}"  # the carried wheels (make gpu-wheels)
+# what publish copies into $OUT besides the tarball: 7 files + 1, the device tool's limit of 8
+PUBLISHED="summary.txt ops_gpu.json train_step_gpu.json train_split.json train_concurrency.json train_gpu.json \
+inference_gpu.json"
 export TP2DETR_OPS_CACHE="${TP2DETR_OPS_CACHE:-$WORK/ops-cache}"
 export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$WORK/inductor-cache}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -86,6 +103,27 @@ SECTIONS="${SECTIONS:-$ALL}"
 
 note() { echo "$*" | tee -a "$SUMMARY"; }
 export -f note
+
+publish() {  # the staging folder's records and a tarball of all of it into $OUT (atomic per file)
+  [ -n "$PUBLISH_DIR" ] || return 0
+  mkdir -p "$PUBLISH_DIR"
+  local f
+  for f in $PUBLISHED; do
+    [ -f "$OUT_DIR/$f" ] && cp "$OUT_DIR/$f" "$PUBLISH_DIR/.$f.part" && mv "$PUBLISH_DIR/.$f.part" "$PUBLISH_DIR/$f"
+  done
+  tar -czf "$PUBLISH_DIR/.report.part" -C "$OUT_DIR" . && mv "$PUBLISH_DIR/.report.part" "$PUBLISH_DIR/gpu_check_report.tar.gz"
+}
+
+ensure_packages() {  # Hydra for the image's python: installed from carried wheels when it is missing
+  "$PY" -c "import hydra, omegaconf" 2>/dev/null && return 0
+  if compgen -G "$WHEELS/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" "$WHEELS"/*.whl \
+      && export PYTHONPATH="$PYTHONPATH:$WORK/site" && "$PY" -c "import hydra, omegaconf" && return 0
+  fi
+  note "== packages: $PY cannot import hydra/omegaconf and $WHEELS/ holds no usable wheels (run 'make gpu-wheels' \
+here and name .whl in the device call's carry); the sections that compose a config will fail"
+  return 1
+}
 
 sec_env() {
   { echo "date: $(date -u +%FT%TZ)  mode: $DEVICE"
@@ -188,6 +226,7 @@ export -f sec_env sec_build sec_data sec_tests sec_step sec_split sec_concurrenc
 
 failed=""
 note "== gpu_check ($DEVICE mode) $(date -u +%FT%TZ): sections: $SECTIONS"
+ensure_packages || failed=" packages"
 for section in $SECTIONS; do
   if [[ " $ALL " != *" $section "* ]]; then
     note "== $section: unknown section (expected some of: $ALL)"; failed="$failed $section"; continue
@@ -213,7 +252,9 @@ for section in $SECTIONS; do
     note "-- $section: FAILED, $reason (${elapsed} s)"
     failed="$failed $section"
   fi
+  publish
 done
-if [ -n "$failed" ]; then note "== done: failed:$failed"; exit 1; fi
+if [ -n "$failed" ]; then note "== done: failed:$failed"; publish; exit 1; fi
 note "== done: every section passed"
+publish
 exit 0
