@@ -562,7 +562,7 @@ def _step_rows(step: dict[str, Any] | None) -> list[dict[str, Any]]:
         prof = r.get("profile") or {}
         rows.append({"name": name, "device": r.get("device"), "precision": r.get("precision"),
                      "attn_backend": r.get("attn_backend"), "compile": r.get("compile"),
-                     "train_step_ms": r.get("train_step_ms"), "first_step_ms": r.get("first_step_ms"),
+                     "compile_mode": r.get("compile_mode"), "train_step_ms": r.get("train_step_ms"), "first_step_ms": r.get("first_step_ms"),
                      "train_step_peak_mb": r.get("train_step_peak_mb"),
                      "device_busy_ms_per_step": prof.get("device_busy_ms_per_step"),
                      "device_busy_fraction": prof.get("device_busy_fraction"),
@@ -625,6 +625,14 @@ def merge_reports(step: dict | None, split: dict | None, concurrency: dict | Non
     return merged
 
 
+def _compile_label(row: dict[str, Any]) -> str:
+    """eager, torch.compile, or torch.compile with its mode (reduce-overhead: CUDA graphs)."""
+    if not row["compile"]:
+        return "eager"
+    mode = row.get("compile_mode")
+    return "torch.compile" if mode in (None, "compiled") else f"torch.compile {mode}"
+
+
 def markdown_table(merged: dict[str, Any]) -> str:
     a, b = merged["authors"], merged["before_h200"]
     gpu = merged["machine"].get("gpu") or merged["machine"].get("cpu") or "this machine"
@@ -634,7 +642,7 @@ def markdown_table(merged: dict[str, Any]) -> str:
         if row["compile"] is False and row["device"] == "cuda":
             before = {"cuda": b["train_step_ms_compiled_op"], "pytorch": b["train_step_ms_fallback"]}.get(row["attn_backend"])
         label = (f"training step ms, {row['precision']}, {row['attn_backend']} attention, "
-                 f"{'torch.compile' if row['compile'] else 'eager'}")
+                 f"{_compile_label(row)}")
         value = f"failed: {row['error'][:60]}" if row["error"] else _fmt(row["train_step_ms"])
         lines.append(f"| {label} | – | {_fmt(before)} | {value} |")
         if row["compile"] and row.get("first_step_ms") is not None:

@@ -13,12 +13,16 @@ authors' released model on the same machine kind (docs/fidelity.md §10.4: 4.4 s
 evaluation forward of 16 windows, 4.2 GB peak resident memory in training).
 
 Variants: ``--device`` (auto | cpu | cuda: ``trainer.device``), ``--backends`` (``model.attn_backend``
-values, e.g. ``cuda pytorch``) and ``--compile off on`` (``trainer.compile``; GPU only) time every
-combination in turn, each with a fresh trainer. Without ``--backends`` and with ``--compile off``
-(the defaults) the records are keyed ``<device>_<precision>`` as before; otherwise
-``<device>_<precision>_<backend>_<eager|compiled>``. A variant that fails (e.g. ``torch.compile``
-refusing the model) is recorded with its ``error`` and the others still run; the exit status is
-then 1. The JSON is rewritten after every variant, so a run stopped by a timeout keeps what finished.
+values, e.g. ``cuda pytorch``) and ``--compile`` (``trainer.compile`` values to time: ``off``, ``on``,
+``reduce-overhead`` (CUDA graphs), ``max-autotune``; GPU only, tp2detr/engine/compilation.py) time
+every combination in turn, each with a fresh trainer; ``--variants BACKEND:COMPILE ...`` (e.g.
+``cuda:off pytorch:off cuda:reduce-overhead cuda:on``) times exactly those pairs, in that order,
+instead. Without ``--backends``/``--variants`` and with ``--compile off`` (the defaults) the records
+are keyed ``<device>_<precision>`` as before; otherwise ``<device>_<precision>_<backend>_<mode>``,
+mode ``eager``, ``compiled`` (on), ``reduce-overhead`` or ``max-autotune``. A variant that fails
+(e.g. ``torch.compile`` refusing the model) is recorded with its ``error`` and the others still
+run; the exit status is then 1. The JSON is rewritten after every variant, so a run stopped by a
+timeout keeps what finished.
 
 ``--profile`` adds, per variant, a ``profile`` record from ``torch.profiler`` over
 ``--profile-steps`` steps: the top ten operators by self CPU time and by self device time (per step),
@@ -193,6 +197,26 @@ def bench_variant(overrides: list[str], args: argparse.Namespace) -> tuple[dict[
     return entry, trainer
 
 
+#: --compile / --variants value -> (trainer.compile value, record-name suffix)
+COMPILE_CHOICES = {"off": ("false", "eager"), "on": ("true", "compiled"),
+                   "reduce-overhead": ("reduce-overhead", "reduce-overhead"), "max-autotune": ("max-autotune", "max-autotune")}
+
+
+def parse_variants(args: argparse.Namespace) -> list[tuple[str | None, str]]:
+    """The (backend or None, compile choice) pairs to time, in order: ``--variants`` when given,
+    else every backend with every ``--compile`` value, the eager ones first."""
+    if args.variants:
+        pairs = []
+        for item in args.variants:
+            backend, _, mode = item.partition(":")
+            if not backend or mode not in COMPILE_CHOICES:
+                raise SystemExit(f"--variants {item!r}: expected BACKEND:COMPILE with COMPILE one of "
+                                 f"{', '.join(COMPILE_CHOICES)} (e.g. cuda:reduce-overhead)")
+            pairs.append((backend, mode))
+        return pairs
+    return [(backend, mode) for mode in args.compile for backend in (args.backends or [None])]
+
+
 def _release(compiled: bool) -> None:
     """Free the previous variant's model and optimizer (the caller dropped its trainer)."""
     gc.collect()
@@ -211,8 +235,11 @@ def main(argv: list[str]) -> int:
                         help="trainer.device (default: the config's, auto)")
     parser.add_argument("--backends", nargs="+", default=None,
                         help="model.attn_backend values to time in turn (default: the config's)")
-    parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"],
-                        help="trainer.compile values to time in turn (on: GPU only)")
+    parser.add_argument("--compile", nargs="+", choices=list(COMPILE_CHOICES), default=["off"],
+                        help="trainer.compile values to time in turn (all but off: GPU only)")
+    parser.add_argument("--variants", nargs="+", default=None, metavar="BACKEND:COMPILE",
+                        help="exactly these (model.attn_backend, --compile value) pairs, in this order "
+                             "(replaces --backends and --compile)")
     parser.add_argument("--eval-batches", nargs="+", type=int, default=[16, 64],
                         help="evaluation forward batch sizes to time")
     parser.add_argument("--profile", action="store_true",
@@ -223,7 +250,8 @@ def main(argv: list[str]) -> int:
     base = [*([f"trainer.device={args.device}"] if args.device else []), *overrides]
     cfg = compose(["dataset=thumos14_synth", "trainer.progress=false", *base])
     make_synthetic_features(cfg, progress=False)
-    variants_named = args.backends is not None or args.compile != ["off"]
+    pairs = parse_variants(args)
+    variants_named = args.backends is not None or args.variants is not None or args.compile != ["off"]
     results: dict[str, dict] = {}
     report = {
         "config": {"overrides": overrides, "batch": int(cfg.optim.batch_size), "window": 128, "parameters": None},
@@ -237,15 +265,16 @@ def main(argv: list[str]) -> int:
         report["command"] = "python scripts/bench_train.py " + " ".join(argv)
     failed = 0
     # the eager variants first: torch.compile's are the slow, risky ones
-    for precision, compiled, backend in itertools.product(args.precisions, [c == "on" for c in args.compile],
-                                                           args.backends or [None]):
+    for precision, (backend, choice) in itertools.product(args.precisions, pairs):
+        compile_value, suffix = COMPILE_CHOICES[choice]
+        compiled = choice != "off"
         variant = [f"trainer.precision={precision}", *([f"model.attn_backend={backend}"] if backend else []),
-                   f"trainer.compile={str(compiled).lower()}"]
+                   f"trainer.compile={compile_value}"]
         device_name = str(cfg.trainer.device) if str(cfg.trainer.device) != "auto" else (
             "cuda" if torch.cuda.is_available() else "cpu")
         name = f"{device_name}_{precision}"
         if variants_named:
-            name += f"_{backend or cfg.model.attn_backend}_{'compiled' if compiled else 'eager'}"
+            name += f"_{backend or cfg.model.attn_backend}_{suffix}"
         trainer = None
         try:
             entry, trainer = bench_variant([*base, *variant], args)
@@ -255,7 +284,7 @@ def main(argv: list[str]) -> int:
             entry = {"error": f"{type(err).__name__}: {' '.join(str(err).split())[:2000]}"}
             print(f"{name}: FAILED {entry['error'][:300]}", file=sys.stderr)
         entry.update({"device": device_name, "precision": precision, "attn_backend": backend or str(cfg.model.attn_backend),
-                      "compile": compiled})
+                      "compile": compiled, "compile_mode": suffix})
         results[name] = entry
         trainer = None
         _release(compiled)

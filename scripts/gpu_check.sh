@@ -13,9 +13,10 @@
 #   tests        30 s  the gpu-marked op tests + the CPU op tests + the loss-check tests  -> tests.log
 #   ops          25 s  scripts/bench_ops.py --device cuda (fallback vs compiled op, forward and
 #                      backward: the CUDA backward's speedup)                          -> ops_gpu.json
-#   step         90 s  scripts/bench_train.py: the paper-config training step (batch 16, bf16), compiled op
-#                      (cuda) vs fallback (pytorch), eager then trainer.compile=true, with torch.profiler
-#                      and host synchronisations per step                               -> train_step_gpu.json
+#   step         90 s  scripts/bench_train.py: the paper-config training step (batch 16, bf16): compiled op
+#                      (cuda) and fallback (pytorch) eager, then the compiled op under trainer.compile=
+#                      reduce-overhead (CUDA graphs) and =true, with torch.profiler and host
+#                      synchronisations per step; each variant is written when done  -> train_step_gpu.json
 #   split       100 s  train.py, paper config, THUMOS14 50/50 split 0, 35 epochs, eval every epoch, bf16,
 #                      compiled op, in a fixed run folder; stopped (checkpoint saved) after 75 s (the
 #                      limit less 25 s, or SPLIT_BUDGET), so rerunning the section resumes it; reports
@@ -41,7 +42,8 @@
 # .whl in the device call's carry and this script installs them into $GPU_CHECK_WORK/site when
 # `import hydra` fails. One device call:  run(command="bash scripts/gpu_check.sh", carry=[".whl"]).
 # See docs/performance.md, "GPU measurement script".
-# Other knobs: PYTHON, TRAIN_COMPILE (trainer.compile of the split/concurrency runs, default false),
+# Other knobs: PYTHON, TRAIN_COMPILE (trainer.compile of the split/concurrency runs: false (default), true,
+# reduce-overhead),
 # SPLIT_BUDGET (seconds the split run trains), CONC_N / CONC_BUDGETS / CONC_EPOCHS, STEP_ARGS, OPS_ARGS,
 # INFERENCE_ARGS (replace those scripts' arguments).
 set -uo pipefail
@@ -89,8 +91,8 @@ else
   export DATA_OVERRIDES="dataset=thumos14_synth"
   export TRAIN_OVERRIDES="experiment=paper_thumos14 $DATA_OVERRIDES split=50_50 trainer.device=cuda \
 trainer.precision=bf16 model.attn_backend=cuda trainer.compile=${TRAIN_COMPILE:-false} trainer.progress=false"
-  export STEP_ARGS="${STEP_ARGS:---device cuda --precisions bf16 --backends cuda pytorch --compile off on --steps 20 \
---profile --profile-steps 3}"
+  export STEP_ARGS="${STEP_ARGS:---device cuda --precisions bf16 --variants cuda:off pytorch:off cuda:reduce-overhead \
+cuda:on --steps 20 --profile --profile-steps 3}"
   export OPS_ARGS="${OPS_ARGS:---device cuda --repeats 50 --train-steps 0 --profile}"
   export INFERENCE_ARGS="${INFERENCE_ARGS:---device cuda --precisions bf16 --backends pytorch cuda --repeats 20}"
   export CONC_N="${CONC_N:-5 10}" CONC_BUDGETS="${CONC_BUDGETS:-50 85}"

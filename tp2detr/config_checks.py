@@ -80,6 +80,7 @@ def choice(*options: Any) -> Rule:
 
 def _rules() -> dict[str, Rule]:
     from tp2detr.data.features import FEATURE_FORMATS
+    from tp2detr.engine.compilation import COMPILE_MODES
     from tp2detr.losses.criterion import SALIENT_LOSS_FORMS
     from tp2detr.models.heads import HEAD_INITS
     from tp2detr.models.salient import SALIENT_DESIGNS, SALIENT_FUSIONS, SALIENT_MODES, SALIENT_UPSAMPLING
@@ -146,7 +147,7 @@ def _rules() -> dict[str, Rule]:
         "trainer.device": choice("auto", "cpu", "cuda"),
         "trainer.precision": choice("auto", "fp32", "bf16"),
         "trainer.num_threads": integer(1, optional=True),
-        "trainer.compile": boolean,
+        "trainer.compile": choice(*COMPILE_MODES, False),
         "trainer.eval_every": integer(1),
         "trainer.eval_untrained": boolean,
         "trainer.eval_batch_size": integer(1),

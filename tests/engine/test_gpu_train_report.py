@@ -101,7 +101,9 @@ def _step_report() -> dict:
             "results": {"cuda_bf16_cuda_eager": entry("cuda", False, 100.0),
                         "cuda_bf16_pytorch_eager": entry("pytorch", False, 110.0),
                         "cuda_bf16_cuda_compiled": {"error": "RuntimeError: no", "device": "cuda", "precision": "bf16",
-                                                    "attn_backend": "cuda", "compile": True}}}
+                                                    "attn_backend": "cuda", "compile": True},
+                        "cuda_bf16_cuda_reduce-overhead": {**entry("cuda", True, 30.0),
+                                                           "compile_mode": "reduce-overhead"}}}
 
 
 def test_merge_writes_every_part_and_a_table_beside_the_authors_figures(bench, tmp_path):
@@ -134,6 +136,8 @@ def test_merge_writes_every_part_and_a_table_beside_the_authors_figures(bench, t
     assert "| training step ms, bf16, cuda attention, eager | – | 121.5 | 100.0 |" in table
     assert "| training step ms, bf16, pytorch attention, eager | – | 132.1 | 110.0 |" in table
     assert "failed: RuntimeError: no" in table
+    assert "| training step ms, bf16, cuda attention, torch.compile reduce-overhead | – | – | 30.0 |" in table
+    assert "| … first step ms (includes the compilation) | – | – | 90 |" in table
     assert "| one run, training s per epoch (split 0) | 81 | – | 10.0 |" in table
     assert "| one run, evaluation s per epoch | 44 | – | 4.5 |" in table
     assert "| ten splits one after the other, h | 12.2 |" in table

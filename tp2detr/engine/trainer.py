@@ -38,6 +38,7 @@ from tqdm import tqdm
 from tp2detr.data.bundle import DataBundle, hold_out_validation, load_data
 from tp2detr.data.feature_setup import build_dataset, check_features_up_front, open_features
 from tp2detr.data.dataset import collate_samples
+from tp2detr.engine.compilation import compile_for_training, uses_cuda_graphs
 from tp2detr.engine.checkpoint import check_architecture, checkpoint_bytes, load_checkpoint, save_checkpoint
 from tp2detr.engine.distributed import (
     barrier,
@@ -179,14 +180,8 @@ class Trainer:
         )
         self.loss_check = LossCheck(self.divergence, loss_check, self.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
-        self.train_model: torch.nn.Module = self.model
-        if bool(self.trainer_cfg.compile):
-            if self.device.type == "cpu":
-                raise ConfigError(
-                    "trainer.compile=true on CPU: torch.compile of this model aborts with heap corruption "
-                    "in the generated CPU code (seen with torch 2.13); use it on GPU or set trainer.compile=false"
-                )
-            self.train_model = torch.compile(self.model)
+        self.train_model: torch.nn.Module = compile_for_training(self.model, self.trainer_cfg.compile, self.device)
+        self.marks_cudagraph_steps = uses_cuda_graphs(self.trainer_cfg.compile)
         if self.dist.enabled:
             self.train_model = torch.nn.parallel.DistributedDataParallel(
                 self.train_model,
@@ -419,6 +414,8 @@ class Trainer:
         mask = batch["mask"].to(self.device, non_blocking=True)
         targets = [{"segments": t["segments"].to(self.device, non_blocking=True)} for t in batch["targets"]]
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        if self.marks_cudagraph_steps:
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast:
             outputs = self.train_model(feats, mask)
         outputs = {
