@@ -34,7 +34,8 @@ log = logging.getLogger("tp2detr.train")
 def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> tuple[int, float | None]:  # noqa: ARG001
     """Check the config, train; returns (exit status, the selected epoch's mAP for sweepers)."""
     from tp2detr.engine.distributed import shutdown_distributed
-    from tp2detr.engine.trainer import Trainer, record_failure
+    from tp2detr.engine.run_document import record_failure
+    from tp2detr.engine.trainer import Trainer
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:

@@ -12,6 +12,10 @@ Model selection (``trainer.selection``):
 * ``test_best``: the best epoch on the evaluation set itself — what the released code reports
   (docs/fidelity.md §8); an oracle, labelled so everywhere.
 
+The document's fields and the selection rule are :mod:`tp2detr.engine.run_document`'s; what
+``trainer.resume`` does with the run folder is :mod:`tp2detr.engine.resume`'s; ``trainer.compile``
+is :mod:`tp2detr.engine.compilation`'s.
+
 Exact resume: data order comes from a sampler seeded by (seed, epoch); every RNG state is in the
 checkpoint; an interruption (SIGINT/SIGTERM) saves a checkpoint with the number of steps already
 taken in the epoch, and a resumed run skips exactly those batches.
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import signal
 import time
 from contextlib import contextmanager, nullcontext
@@ -54,6 +57,8 @@ from tp2detr.evaluation.map_by_length import length_bins_for
 from tp2detr.engine.device import resolve_precision, select_device
 from tp2detr.engine.proposal_inference import predict_batches, video_proposals
 from tp2detr.engine.optim import build_optimizer, build_scheduler
+from tp2detr.engine.resume import SkipFirst, resume_mode, supersede_previous
+from tp2detr.engine.run_document import SELECTION_LABELS, new_document, record_failure, selects
 from tp2detr.engine.run_identity import resume_changes
 from tp2detr.engine.seeding import rng_state, seed_everything, set_rng_state
 from tp2detr.errors import ConfigError, MissingDataError, OutputWriteError, TrainingDiverged
@@ -64,71 +69,6 @@ from tp2detr.models.builder import build_model, parameter_breakdown
 from tp2detr.ops.registry import resolve_backend
 
 log = logging.getLogger(__name__)
-
-SELECTION_LABELS = {
-    "last": "last epoch",
-    "val": "best epoch on held-out validation videos (seen classes)",
-    "test_best": "best epoch on the TEST set (oracle, as the paper's code; not an honest estimate)",
-}
-
-
-def new_document(cfg: DictConfig) -> dict[str, Any]:
-    """A run's ``metrics.json`` before its first epoch (identity fields read leniently, so that a
-    run refused for a bad value is still recorded)."""
-    def get(key: str, kind: type) -> Any:
-        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
-        try:
-            return None if value is None else kind(value)
-        except (TypeError, ValueError):
-            return None
-
-    selection = str(get("trainer.selection", str))
-    return {
-        "name": get("name", str),
-        "dataset": get("dataset.name", str),
-        "split": get("split.setting", str),
-        "split_id": get("split.id", int),
-        "tfpn": get("tfpn.name", str),
-        "seed": get("seed", int),
-        "selection": selection,
-        "selection_label": SELECTION_LABELS.get(selection),
-        "status": "running",
-        "epochs": [],
-        "selected": None,
-        "untrained": None,
-        "wall_time_s": 0.0,
-        "error": None,
-    }
-
-
-def record_failure(cfg: DictConfig, run_dir: Path, err: BaseException) -> None:
-    """Write ``metrics.json`` for a run that failed before its first epoch (for sweep summaries),
-    unless the folder already holds one (an earlier run's record is never overwritten)."""
-    path = Path(run_dir) / "metrics.json"
-    if path.exists():
-        return
-    status = "diverged" if isinstance(err, TrainingDiverged) else "failed"
-    atomic_write_json(path, {**new_document(cfg), "status": status, "error": f"{type(err).__name__}: {err}"})
-
-
-class _SkipFirst(Sampler):
-    """Yields ``sampler``'s indices without the first ``skip`` (to resume inside an epoch)."""
-
-    def __init__(self, sampler: Sampler, skip: int) -> None:
-        self.sampler, self.skip = sampler, skip
-
-    def __iter__(self) -> Iterator[int]:
-        for i, index in enumerate(self.sampler):
-            if i >= self.skip:
-                yield index
-
-    def __len__(self) -> int:
-        return max(len(self.sampler) - self.skip, 0)
-
-
-#: Files of a run folder that ``trainer.resume=false`` moves into ``superseded/<n>/``.
-RUN_OUTPUTS = ("metrics.json", "predictions.json", "config.yaml", "checkpoints", "tb")
-
 
 class Trainer:
     """Trains and evaluates one configuration; see the module docstring."""
@@ -220,7 +160,7 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         sampler: Sampler = self.sampler
         if skip_steps:
-            sampler = _SkipFirst(self.sampler, skip_steps * self.per_rank_batch)
+            sampler = SkipFirst(self.sampler, skip_steps * self.per_rank_batch)
         return DataLoader(
             self.train_set, batch_size=self.per_rank_batch, sampler=sampler, drop_last=True,
             collate_fn=self.collate, num_workers=int(self.cfg.data.num_workers),
@@ -229,9 +169,6 @@ class Trainer:
         )
 
     # -- metrics document ------------------------------------------------------------------------
-    def _new_document(self) -> dict[str, Any]:
-        return new_document(self.cfg)
-
     def _write_document(self) -> None:
         if self.dist.is_main:
             atomic_write_json(self.run_dir / "metrics.json", self.doc)
@@ -256,37 +193,15 @@ class Trainer:
         if self.dist.is_main:
             save_checkpoint(self.run_dir / "checkpoints" / name, self._state(epoch, step_in_epoch))
 
-    def _resume_mode(self) -> str:
-        mode = self.trainer_cfg.resume
-        if isinstance(mode, bool):
-            return "true" if mode else "false"
-        mode = str(mode).lower()
-        if mode not in ("auto", "true", "false"):
-            raise ConfigError(f"trainer.resume is {self.trainer_cfg.resume!r}, expected auto, true or false")
-        return mode
-
-    def _supersede_previous(self) -> None:
-        """``trainer.resume=false`` over an earlier run: move its outputs into ``superseded/<n>/``."""
-        present = [name for name in RUN_OUTPUTS if (self.run_dir / name).exists()]
-        if not present or not self.dist.is_main:
-            return
-        number = 1
-        while (self.run_dir / "superseded" / str(number)).exists():
-            number += 1
-        target = self.run_dir / "superseded" / str(number)
-        target.mkdir(parents=True)
-        for name in present:
-            shutil.move(str(self.run_dir / name), str(target / name))
-        log.warning("trainer.resume=false: moved the previous run's %s into %s", ", ".join(present), target)
-
     def _resume_checkpoint(self) -> dict[str, Any] | None:
         """The checkpoint to resume from per ``trainer.resume`` (None: start from scratch), its
         configuration checked against this one (:func:`tp2detr.engine.run_identity.resume_changes`)
         before any data is read."""
         path = self.run_dir / "checkpoints" / "last.pt"
-        mode = self._resume_mode()
+        mode = resume_mode(self.trainer_cfg.resume)
         if mode == "false":
-            self._supersede_previous()
+            if self.dist.is_main:
+                supersede_previous(self.run_dir)
             return None
         if not path.exists():
             if mode == "true":
@@ -378,22 +293,6 @@ class Trainer:
             drop_log_level=logging.INFO,  # the protocol evaluates only the videos with unseen ground truth
         )
         return metrics, predictions
-
-    def _selects(self, record: dict[str, Any]) -> bool:
-        """Whether ``record`` (an evaluated epoch) becomes the selected one (``trainer.selection``)."""
-        rule = str(self.trainer_cfg.selection)
-        current = self.doc["selected"]
-        if rule == "last":
-            better = record["eval"] is not None
-        else:
-            key = "val" if rule == "val" else "eval"
-            if record[key] is None:
-                return False
-            best = None
-            if current is not None:
-                best = next(e[key]["mAP"] for e in self.doc["epochs"] if e["epoch"] == current["epoch"])
-            better = best is None or record[key]["mAP"] > best
-        return better
 
     # -- training --------------------------------------------------------------------------------
     def _request_stop(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
@@ -501,7 +400,7 @@ class Trainer:
         """Train (or resume) to the end; returns the metrics document."""
         started = time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.doc = self._new_document()
+        self.doc = new_document(self.cfg)
         try:
             state = self._resume_checkpoint()  # before reading any data: a refused resume is quick
             self.setup()
@@ -559,7 +458,7 @@ class Trainer:
                     "peak_gpu_memory_mb": (torch.cuda.max_memory_allocated(self.device) / 2**20
                                            if self.device.type == "cuda" else None),
                 }
-                selected = record["eval"] is not None and self._selects(record)
+                selected = record["eval"] is not None and selects(str(self.trainer_cfg.selection), self.doc, record)
                 doc = {
                     **self.doc,
                     "epochs": [*self.doc["epochs"], record],
