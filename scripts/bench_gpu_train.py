@@ -562,7 +562,8 @@ def _step_rows(step: dict[str, Any] | None) -> list[dict[str, Any]]:
         prof = r.get("profile") or {}
         rows.append({"name": name, "device": r.get("device"), "precision": r.get("precision"),
                      "attn_backend": r.get("attn_backend"), "compile": r.get("compile"),
-                     "compile_mode": r.get("compile_mode"), "train_step_ms": r.get("train_step_ms"), "first_step_ms": r.get("first_step_ms"),
+                     "compile_mode": r.get("compile_mode"), "first_losses": r.get("first_losses"),
+                     "train_step_ms": r.get("train_step_ms"), "first_step_ms": r.get("first_step_ms"),
                      "train_step_peak_mb": r.get("train_step_peak_mb"),
                      "device_busy_ms_per_step": prof.get("device_busy_ms_per_step"),
                      "device_busy_fraction": prof.get("device_busy_fraction"),
@@ -621,8 +622,24 @@ def merge_reports(step: dict | None, split: dict | None, concurrency: dict | Non
                     if part is None],
         "reports": {"step": step, "split": split, "concurrency": concurrency},
     }
+    for row in merged["step"]:
+        row["loss_deviation"] = loss_deviation(row, merged["step"])
     merged["table_md"] = markdown_table(merged)
     return merged
+
+
+def loss_deviation(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How far ``row``'s first losses lie from the eager run of the same precision with the compiled
+    op (the reference; falls back to the first eager row): the largest relative difference over the
+    steps both recorded. None for the reference itself or without losses."""
+    same = [r for r in rows if r["precision"] == row["precision"] and not r["compile"] and r.get("first_losses")
+            and not r.get("error")]
+    reference = next((r for r in same if r["attn_backend"] == "cuda"), same[0] if same else None)
+    if reference is None or reference is row or not row.get("first_losses") or row.get("error"):
+        return None
+    pairs = list(zip(row["first_losses"], reference["first_losses"]))
+    worst = max(abs(a - b) / max(abs(b), 1e-12) for a, b in pairs)
+    return {"reference": f"{reference['attn_backend']} eager", "steps": len(pairs), "max_relative": worst}
 
 
 def _compile_label(row: dict[str, Any]) -> str:
@@ -652,6 +669,10 @@ def markdown_table(merged: dict[str, Any]) -> str:
                          f"({100 * row['device_busy_fraction']:.0f}%) |")
         if row.get("host_syncs_per_step") is not None:
             lines.append(f"| … host synchronisations per step | – | – | {_fmt(row['host_syncs_per_step'])} |")
+        deviation = row.get("loss_deviation")
+        if deviation is not None:
+            lines.append(f"| … first {deviation['steps']} losses: max relative difference from {deviation['reference']} "
+                         f"| – | – | {deviation['max_relative']:.1e} |")
     split = merged["split"]
     if split:
         lines += [

@@ -150,9 +150,12 @@ def bench_variant(overrides: list[str], args: argparse.Namespace) -> tuple[dict[
     data_ms = 1000 * (time.perf_counter() - started) / args.steps
     cycle = itertools.cycle(batches)
     check = getattr(trainer, "loss_check", None)  # trainer.loss_check=deferred: settled after each step, as in fit
+    losses: list[torch.Tensor] = []  # the first steps' total losses, read after the timing (no extra sync)
 
     def step() -> None:
-        trainer.train_step(next(cycle))
+        terms = trainer.train_step(next(cycle))
+        if len(losses) < LOSS_STEPS:
+            losses.append(terms["loss"])
         if check is not None:
             check.settle(wait=False)
 
@@ -170,6 +173,7 @@ def bench_variant(overrides: list[str], args: argparse.Namespace) -> tuple[dict[
         "train_step_peak_mb": timing["peak_mb"],
         "process_peak_rss_mb_during_step": process_peak if device.type == "cpu" else None,
         "first_step_ms": first_ms,
+        "first_losses": [float(x) for x in losses],  # same seed and batches in every variant: comparable
     }
     if args.profile:  # before the evaluation forward: a compiled model would recompile for the mode switch
         try:
@@ -196,6 +200,10 @@ def bench_variant(overrides: list[str], args: argparse.Namespace) -> tuple[dict[
         entry["speedup_eval_vs_released"] = RELEASED["eval_forward_16_s"] / (entry["eval_forward_16_ms"] / 1000)
     return entry, trainer
 
+
+#: Total losses recorded per variant (its first steps: the same initial weights and batches in every
+#: variant, so compiled and eager, or the two backends, can be compared).
+LOSS_STEPS = 3
 
 #: --compile / --variants value -> (trainer.compile value, record-name suffix)
 COMPILE_CHOICES = {"off": ("false", "eager"), "on": ("true", "compiled"),

@@ -10,7 +10,8 @@
 #   env          15 s  nvidia-smi, torch/CUDA versions, nvcc, CPU                      -> environment.txt
 #   build       120 s  python -m tp2detr.ops build (CPU + CUDA kernels; ~1-2 min before) -> build.log
 #   data         25 s  the semi-synthetic THUMOS14 store (12 s on a 2-core CPU)          -> data.log
-#   tests        30 s  the gpu-marked op tests + the CPU op tests + the loss-check tests  -> tests.log
+#   tests        30 s  the gpu-marked op tests + the CPU op tests + the loss-check tests + three training
+#                      steps on CUDA fp32 against the CPU's losses (both backends)     -> tests.log
 #   ops          25 s  scripts/bench_ops.py --device cuda (fallback vs compiled op, forward and
 #                      backward: the CUDA backward's speedup)                          -> ops_gpu.json
 #   step         90 s  scripts/bench_train.py: the paper-config training step (batch 16, bf16): compiled op
@@ -153,7 +154,7 @@ sec_data() {
 
 sec_tests() {
   "$PY" -m pytest -q -p no:cacheprovider -m "gpu or not slow" tests/ops/test_ops_gpu.py tests/ops/test_ops.py \
-    tests/engine/test_loss_check.py \
+    tests/engine/test_loss_check.py tests/engine/test_trainer_gpu.py \
     > "$OUT_DIR/tests.log" 2>&1; local rc=$?
   tail -3 "$OUT_DIR/tests.log" | tee -a "$SUMMARY"
   return $rc

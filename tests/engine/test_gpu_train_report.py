@@ -95,6 +95,7 @@ def _step_report() -> dict:
     def entry(backend, compiled, ms):
         return {"device": "cuda", "precision": "bf16", "attn_backend": backend, "compile": compiled,
                 "train_step_ms": ms, "first_step_ms": 3 * ms, "train_step_peak_mb": 700.0,
+                "first_losses": [10.0, 9.0, 8.0] if backend == "cuda" and not compiled else [10.0, 9.0, 8.4],
                 "profile": {"device_busy_ms_per_step": ms / 2, "device_busy_fraction": 0.5}, "host_syncs": {"per_step": 2.0}}
 
     return {"command": "python scripts/bench_train.py --device cuda", "host": {"gpu": "Some GPU", "cuda": "13.0"},
@@ -138,6 +139,10 @@ def test_merge_writes_every_part_and_a_table_beside_the_authors_figures(bench, t
     assert "failed: RuntimeError: no" in table
     assert "| training step ms, bf16, cuda attention, torch.compile reduce-overhead | – | – | 30.0 |" in table
     assert "| … first step ms (includes the compilation) | – | – | 90 |" in table
+    assert "| … first 3 losses: max relative difference from cuda eager | – | – | 5.0e-02 |" in table  # 8.4 vs 8
+    deviations = {row["name"]: row["loss_deviation"] for row in merged["step"]}
+    assert deviations["cuda_bf16_cuda_eager"] is None and deviations["cuda_bf16_cuda_compiled"] is None  # ref, failed
+    assert deviations["cuda_bf16_pytorch_eager"]["max_relative"] == pytest.approx(0.05)
     assert "| one run, training s per epoch (split 0) | 81 | – | 10.0 |" in table
     assert "| one run, evaluation s per epoch | 44 | – | 4.5 |" in table
     assert "| ten splits one after the other, h | 12.2 |" in table
