@@ -395,6 +395,18 @@ def test_joblib_launcher_preset_composes() -> None:
 
 
 @pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+    reason="hydra-joblib-launcher is not installed (optional: pip install hydra-joblib-launcher)",
+)
+def test_one_gpu_launcher_runs_the_ten_splits_at_once_on_cuda() -> None:
+    cfg = hydra_cfg("+launcher=one_gpu", "experiment=paper_thumos14")
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert cfg.hydra.launcher.n_jobs == 10 and cfg.hydra.launcher.prefer == "processes"
+    assert (cfg.trainer.device, cfg.trainer.num_threads, cfg.trainer.progress) == ("cuda", 1, False)
+    assert cfg.optim.epochs == 35  # the experiment's schedule is untouched
+
+
+@pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
     reason="hydra-submitit-launcher is not installed (optional: pip install hydra-submitit-launcher)",
 )
