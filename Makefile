@@ -16,11 +16,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# One pytest-xdist worker per core, one torch thread each (tests/conftest.py); TEST_WORKERS=0 runs
+# the tests in this process, one after the other.
+TEST_WORKERS ?= auto
+
 test: setup
-	$(PY) -m pytest -q -m "not slow and not gpu"
+	$(PY) -m pytest -q -m "not slow and not gpu" -n $(TEST_WORKERS)
 
 test-all: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 demo: setup
 	$(PY) scripts/demo.py
