@@ -10,7 +10,7 @@
 #   env          15 s  nvidia-smi, torch/CUDA versions, nvcc, CPU                      -> environment.txt
 #   build       120 s  python -m tp2detr.ops build (CPU + CUDA kernels; ~1-2 min before) -> build.log
 #   data         25 s  the semi-synthetic THUMOS14 store (12 s on a 2-core CPU)          -> data.log
-#   tests        30 s  the gpu-marked op tests + the CPU op tests + the loss-check tests + three training
+#   tests        40 s  the gpu-marked op tests + the CPU op tests + the loss-check tests + three training
 #                      steps on CUDA fp32 against the CPU's losses (both backends)     -> tests.log
 #   ops          25 s  scripts/bench_ops.py --device cuda (fallback vs compiled op, forward and
 #                      backward: the CUDA backward's speedup)                          -> ops_gpu.json
@@ -18,8 +18,8 @@
 #                      (cuda) and fallback (pytorch) eager, then the compiled op under trainer.compile=
 #                      reduce-overhead (CUDA graphs) and =true, with torch.profiler and host
 #                      synchronisations per step; each variant is written when done  -> train_step_gpu.json
-#   split       100 s  train.py, paper config, THUMOS14 50/50 split 0, 35 epochs, eval every epoch, bf16,
-#                      compiled op, in a fixed run folder; stopped (checkpoint saved) after 75 s (the
+#   split        90 s  train.py, paper config, THUMOS14 50/50 split 0, 35 epochs, eval every epoch, bf16,
+#                      compiled op, in a fixed run folder; stopped (checkpoint saved) after 65 s (the
 #                      limit less 25 s, or SPLIT_BUDGET), so rerunning the section resumes it; reports
 #                      what finished                                                     -> train_split.json
 #   concurrency 175 s  N = 5 and 10 runs (splits 0..N-1) at once, 2 epochs each, stopped after 50 / 85 s;
@@ -98,7 +98,7 @@ cuda:on --steps 20 --profile --profile-steps 3}"
   export INFERENCE_ARGS="${INFERENCE_ARGS:---device cuda --precisions bf16 --backends pytorch cuda --repeats 20}"
   export CONC_N="${CONC_N:-5 10}" CONC_BUDGETS="${CONC_BUDGETS:-50 85}"
   export SPLIT_THREADS="" CONC_THREADS=""  # split: the config's (torch's default); concurrency: CPUs // N
-  declare -A DEFAULT_TIMEOUT=([env]=15 [build]=120 [data]=25 [tests]=30 [step]=90 [split]=100 [concurrency]=175
+  declare -A DEFAULT_TIMEOUT=([env]=15 [build]=120 [data]=25 [tests]=40 [step]=90 [split]=90 [concurrency]=175
                               [merge]=15 [ops]=25 [inference]=35)
 fi
 export CONC_EPOCHS="${CONC_EPOCHS:-2}"
@@ -178,7 +178,7 @@ export -f _copy_run
 
 sec_split() {
   # shellcheck disable=SC2086
-  # the run's own budget: the section's limit less the grace and ~13 s for start and report (GPU: 90 s)
+  # the run's own budget: the section's limit less the grace and ~13 s for start and report (GPU: 65 s)
   local budget="${SPLIT_BUDGET:-$((SECTION_LIMIT - GRACE - 13))}"
   "$PY" scripts/bench_gpu_train.py split --work-dir "$WORK" --budget-s "$budget" --grace-s "$GRACE" \
     ${SPLIT_THREADS:+--threads $SPLIT_THREADS} --out "$OUT_DIR/train_split.json" -- $TRAIN_OVERRIDES > "$OUT_DIR/split.log" 2>&1; local rc=$?
