@@ -4,18 +4,15 @@ under pytest-xdist; the ``one_thread``, ``toy_feature_dir`` and ``toy_checkpoint
 import os
 from pathlib import Path
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # `make test` runs one worker per core (pytest -n auto): a worker's torch threads would spin
-    # against the other workers' (2-thread tests ran ~2.5x slower so), and the train/eval scripts
-    # the tests start as subprocesses inherit the setting. An explicit OMP_NUM_THREADS wins.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    # `make test` runs one worker per core (pytest -n auto): a worker's torch threads would spin
+    # against the other workers' (2-thread tests ran ~2.5x slower so), and the train/eval scripts
+    # the tests start as subprocesses inherit the setting. An explicit OMP_NUM_THREADS wins.
+    torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
 
 
 def pytest_collection_modifyitems(config, items):
